@@ -1,0 +1,86 @@
+// What a running process can do to itself and to others: self, send, link,
+// monitor, exit, trap_exit, names, its mailbox. Inside a process only, except
+// where a function says otherwise; outside processes use ember::runtime.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "ember/core/exit_reason.hpp"
+#include "ember/core/message.hpp"
+#include "ember/core/pid.hpp"
+
+namespace ember {
+
+namespace detail {
+struct node;  // the runtime core that owns processes (opaque)
+// node == nullptr means "the node of the calling process".
+void send_envelope(node* n, pid to, envelope* e);
+void send_envelope(node* n, std::string_view name, envelope* e);
+}  // namespace detail
+
+// True when the calling code runs inside an ember process.
+bool in_process() noexcept;
+
+// The pid of the calling process. Throws error(not_in_process) outside one.
+pid self();
+
+// Sends a copy of `value` (or moves it) to `to`. Never blocks. Sending to a
+// pid that is not alive does nothing, as in Erlang.
+template <class T>
+void send(pid to, T&& value) {
+  detail::send_envelope(nullptr, to, detail::make_envelope(std::forward<T>(value)));
+}
+
+// Sends to a registered name; throws error(no_such_name) if nobody has it.
+template <class T>
+void send(std::string_view name, T&& value) {
+  detail::send_envelope(nullptr, name, detail::make_envelope(std::forward<T>(value)));
+}
+
+// Links the caller and `other`: when either exits with a reason other than
+// normal, the other gets an exit signal. Linking to a pid that is not alive
+// sends the caller an exit signal with reason noproc.
+void link(pid other);
+void unlink(pid other);
+
+// Monitors `target`: when it exits, the caller gets down{ref, target, reason}.
+// A target that is not alive gives down with noproc at once.
+monitor_ref monitor(pid target);
+// Removes a monitor. With flush, also removes its down message if it already
+// arrived. Returns false if the monitor had already fired (or was unknown).
+bool demonitor(monitor_ref ref, bool flush = false);
+
+// While on, exit signals (except kill) become exit_signal messages instead
+// of ending the process. Returns the previous setting.
+bool trap_exit(bool on);
+
+// Sends `target` an exit signal. kill cannot be trapped and ends the target
+// with reason killed; normal is ignored by a target unless it is the caller.
+void exit(pid target, exit_reason reason);
+// Ends the calling process with `reason`, unwinding its stack.
+[[noreturn]] void exit(exit_reason reason);
+
+// True if `p` names a live process on this node.
+bool is_alive(pid p);
+
+// Gives the scheduler to other runnable processes, then continues.
+void yield();
+
+// The number of messages waiting in the caller's mailbox.
+std::size_t message_queue_len();
+// Drops every message in the caller's mailbox; returns how many.
+std::size_t flush();
+
+// Names: register_name fails with error(name_taken) if the name is in use,
+// error(already_registered) if the process has a name, error(not_alive) if
+// `p` is dead. A name is freed when its process exits.
+void register_name(std::string name, pid p);
+// The pid registered under `name`, or the null pid.
+pid whereis(std::string_view name);
+// Removes a name; returns false if nobody had it.
+bool unregister(std::string_view name);
+
+}  // namespace ember

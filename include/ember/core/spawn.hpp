@@ -1,0 +1,126 @@
+// spawn: start a process. Two kinds share everything but the stack:
+//   spawn(fn)               a function process: fn runs on its own stack for
+//                           its whole life and may receive anywhere.
+//   spawn(handler(state))   a handler process: state(message&) is called per
+//                           message on a borrowed stack; idle, it holds no
+//                           stack, only a control block and a mailbox.
+#pragma once
+
+#include <cstddef>
+#include <concepts>
+#include <type_traits>
+#include <utility>
+
+#include "ember/core/message.hpp"
+#include "ember/core/pid.hpp"
+
+namespace ember {
+
+struct spawn_options {
+  // Stack size in bytes for a function process (0: the runtime's default).
+  // Memory is committed lazily; only touched pages cost RAM.
+  std::size_t stack_size = 0;
+  // Preferred scheduler index (-1: the spawner's own scheduler).
+  int scheduler = -1;
+};
+
+namespace detail {
+struct node;
+
+// What a process runs. Function processes override run(); handler processes
+// override handle() (and init() if the state has one).
+struct process_body {
+  virtual ~process_body() = default;
+  virtual void run() {}
+  virtual void init() {}
+  virtual void handle(envelope* e) { (void)e; }
+  bool is_handler = false;
+  bool has_init = false;
+};
+
+template <class F>
+struct function_body final : process_body {
+  F fn;
+  explicit function_body(F f) : fn(std::move(f)) {}
+  void run() override { fn(); }
+};
+
+template <class H>
+struct handler_body final : process_body {
+  H state;
+  explicit handler_body(H h) : state(std::move(h)) {
+    is_handler = true;
+    has_init = requires(H& s) { s.init(); };
+  }
+  void init() override {
+    if constexpr (requires(H& s) { s.init(); }) state.init();
+  }
+  void handle(envelope* e) override {
+    message m(e);
+    state(m);
+  }
+};
+
+enum class spawn_link_mode : unsigned char { none, link, monitor };
+struct spawned {
+  pid id;
+  monitor_ref ref;
+};
+// Takes ownership of body (deletes it if spawning fails).
+spawned spawn_body(node* n, process_body* body, const spawn_options& opts, spawn_link_mode mode);
+
+template <class F>
+process_body* make_body(F&& f) {
+  using D = std::decay_t<F>;
+  static_assert(std::is_invocable_v<D&>, "ember::spawn: a function process takes no arguments "
+                                         "(capture what it needs in a lambda)");
+  return new function_body<D>(std::forward<F>(f));
+}
+}  // namespace detail
+
+// Wraps a state object for spawn: `state(message&)` is called for every
+// message; an optional `state.init()` runs first, as soon as it is spawned.
+template <class H>
+struct handler_spec {
+  H state;
+};
+template <class H>
+handler_spec<std::decay_t<H>> handler(H&& state) {
+  static_assert(std::is_invocable_v<std::decay_t<H>&, message&>,
+                "ember::handler: the state must be callable as state(ember::message&)");
+  return {std::forward<H>(state)};
+}
+
+namespace detail {
+template <class F>
+process_body* make_body(handler_spec<F>&& h) {
+  return new handler_body<F>(std::move(h.state));
+}
+template <class F>
+process_body* make_body(handler_spec<F>& h) {
+  return new handler_body<F>(h.state);
+}
+}  // namespace detail
+
+// Starts a process on the caller's scheduler (inside a process; outside,
+// use runtime::spawn). Throws error(system_limit) if no stack can be mapped.
+template <class F>
+pid spawn(F&& f, const spawn_options& opts = {}) {
+  return detail::spawn_body(nullptr, detail::make_body(std::forward<F>(f)), opts,
+                            detail::spawn_link_mode::none).id;
+}
+// Spawns and links atomically: the child can never exit unlinked.
+template <class F>
+pid spawn_link(F&& f, const spawn_options& opts = {}) {
+  return detail::spawn_body(nullptr, detail::make_body(std::forward<F>(f)), opts,
+                            detail::spawn_link_mode::link).id;
+}
+// Spawns and monitors atomically.
+template <class F>
+std::pair<pid, monitor_ref> spawn_monitor(F&& f, const spawn_options& opts = {}) {
+  auto s = detail::spawn_body(nullptr, detail::make_body(std::forward<F>(f)), opts,
+                              detail::spawn_link_mode::monitor);
+  return {s.id, s.ref};
+}
+
+}  // namespace ember

@@ -1,0 +1,95 @@
+// ember::runtime — the schedulers, the process table and the timers of one
+// node. Create one per program; processes run until they exit or until the
+// runtime shuts down.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "ember/core/exit_reason.hpp"
+#include "ember/core/message.hpp"
+#include "ember/core/pid.hpp"
+#include "ember/core/spawn.hpp"
+#include "ember/sched/timer.hpp"
+
+namespace ember {
+
+struct runtime_options {
+  // Scheduler threads; 0 means one per core.
+  unsigned schedulers = 0;
+  // Default stack size of a function process (bytes, rounded up to pages).
+  // Virtual: the kernel commits pages only when touched.
+  std::size_t stack_size = 256 * 1024;
+  // Messages a handler process handles per turn before letting others run.
+  unsigned handler_batch = 64;
+  // Node number carried in pids (distribution sets it).
+  std::uint32_t node_id = 0;
+};
+
+struct runtime_stats {
+  std::size_t processes = 0;         // alive now
+  std::uint64_t spawned = 0;         // since start
+  std::uint64_t exited = 0;          // since start
+  std::size_t stacks_in_use = 0;     // stacks held by processes
+  std::size_t stacks_pooled = 0;     // mapped stacks waiting for reuse
+  std::size_t timers_pending = 0;    // armed and not fired or cancelled
+  std::uint64_t steals = 0;          // processes moved by work stealing
+  std::size_t names = 0;             // registered names
+};
+
+class runtime {
+ public:
+  // Starts the schedulers. Throws error(invalid_argument) for a bad option.
+  explicit runtime(runtime_options opts = {});
+  // Shuts down: kills the processes still alive and stops the schedulers.
+  ~runtime();
+  runtime(const runtime&) = delete;
+  runtime& operator=(const runtime&) = delete;
+
+  // The process API for code outside processes (main, tests, other threads).
+  template <class F>
+  pid spawn(F&& f, const spawn_options& opts = {}) {
+    return detail::spawn_body(node_, detail::make_body(std::forward<F>(f)), opts,
+                              detail::spawn_link_mode::none).id;
+  }
+  template <class T>
+  void send(pid to, T&& value) {
+    send_envelope(to, detail::make_envelope(std::forward<T>(value)));
+  }
+  template <class T>
+  void send(std::string_view name, T&& value) {
+    send_envelope(name, detail::make_envelope(std::forward<T>(value)));
+  }
+  template <class Rep, class Period, class T>
+  timer_ref send_after(std::chrono::duration<Rep, Period> delay, pid to, T&& msg) {
+    return detail::arm_send_after(node_, std::chrono::duration_cast<std::chrono::nanoseconds>(delay),
+                                  to, detail::make_envelope(std::forward<T>(msg)));
+  }
+  bool cancel_timer(timer_ref ref);
+  void exit(pid target, exit_reason reason);
+  pid whereis(std::string_view name) const;
+  bool is_alive(pid p) const;
+
+  // Blocks the calling thread until every process has exited.
+  void wait();
+  // As wait, with a limit; false if processes were still alive at the end.
+  bool wait_for(std::chrono::nanoseconds limit);
+  // Kills every process (reason shutdown... then kill), waits for them to
+  // finish unwinding and stops the schedulers. Idempotent.
+  void shutdown();
+
+  unsigned schedulers() const noexcept;
+  std::size_t process_count() const noexcept;
+  runtime_stats stats() const;
+
+ private:
+  void send_envelope(pid to, detail::envelope* e);
+  void send_envelope(std::string_view name, detail::envelope* e);
+  detail::node* node_;
+};
+
+}  // namespace ember
