@@ -50,6 +50,7 @@ struct envelope {
   type_key key = nullptr;
   void (*destroy)(envelope*) noexcept = nullptr;
   const std::type_info* type = nullptr;
+  unsigned char signal = 0;  // 0: a user message; else a runtime signal kind
 };
 
 template <class T>

@@ -142,14 +142,15 @@ struct receive_outcome {
 receive_outcome receive_match(match_fn match, std::int64_t timeout_ns);
 
 template <class Tuple, std::size_t... I>
-int match_index(Tuple& t, envelope* e, std::index_sequence<I...>) {
+int match_index([[maybe_unused]] Tuple& t, [[maybe_unused]] envelope* e, std::index_sequence<I...>) {
   int found = -1;
   (void)((clause_matches(std::get<I>(t), e) ? (found = int(I), true) : false) || ...);
   return found;
 }
 
 template <class R, class Tuple, std::size_t... I>
-R invoke_index(Tuple& t, int index, envelope* e, std::index_sequence<I...>) {
+R invoke_index([[maybe_unused]] Tuple& t, [[maybe_unused]] int index, envelope* e,
+               std::index_sequence<I...>) {
   std::unique_ptr<envelope, envelope_deleter> owned(e);
   if constexpr (std::is_void_v<R>) {
     (void)((index == int(I) ? (clause_invoke(std::get<I>(t), e), true) : false) || ...);

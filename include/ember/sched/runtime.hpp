@@ -72,14 +72,16 @@ class runtime {
   bool cancel_timer(timer_ref ref);
   void exit(pid target, exit_reason reason);
   pid whereis(std::string_view name) const;
+  void register_name(std::string name, pid p);
   bool is_alive(pid p) const;
 
   // Blocks the calling thread until every process has exited.
   void wait();
   // As wait, with a limit; false if processes were still alive at the end.
   bool wait_for(std::chrono::nanoseconds limit);
-  // Kills every process (reason shutdown... then kill), waits for them to
-  // finish unwinding and stops the schedulers. Idempotent.
+  // Kills every process (kill: untrappable), waits for them to finish
+  // unwinding (destructors run) and stops the schedulers. Idempotent. A
+  // process computing without ever calling the runtime delays it.
   void shutdown();
 
   unsigned schedulers() const noexcept;

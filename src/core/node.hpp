@@ -1,0 +1,56 @@
+// The runtime core as the process layer sees it: tables, pools, counters,
+// and the scheduling hooks the sched layer implements.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+
+#include "core/process.hpp"
+#include "core/process_table.hpp"
+#include "core/registry.hpp"
+#include "core/stack_pool.hpp"
+#include "ember/sched/runtime.hpp"
+
+namespace ember::detail {
+
+struct node {
+  explicit node(const runtime_options& o)
+      : options(o), table(o.node_id), stacks(o.stack_size) {}
+  virtual ~node() = default;
+
+  runtime_options options;
+  process_table table;
+  stack_pool stacks;
+  registry names;
+  std::atomic<std::uint64_t> next_ref{1};
+  std::atomic<std::int64_t> live{0};
+  std::atomic<std::uint64_t> spawned{0};
+  std::atomic<std::uint64_t> exited{0};
+  std::atomic<bool> stopping{false};
+
+  // p became runnable: its mailbox push saw WAITING, or it was just spawned
+  // (hint: preferred scheduler or -1).
+  virtual void make_runnable(process* p, int hint) noexcept = 0;
+  // The calling thread's caches, or nullptr if it is not one of our schedulers.
+  virtual process_table::slot_cache* local_slots() noexcept = 0;
+  virtual stack_pool::cache* local_stacks() noexcept = 0;
+  // Timers.
+  virtual std::uint64_t arm_timer(std::chrono::nanoseconds delay, pid to, envelope* e) = 0;
+  virtual bool cancel_timer(std::uint64_t id) noexcept = 0;
+  virtual void cancel_timers_for(pid p) noexcept = 0;
+  // A process finished exiting (its stack released, its self-reference gone).
+  virtual void process_exited() noexcept = 0;
+};
+
+// Runtime-side process operations (src/core/process.cpp).
+void deliver(node& n, pid to, envelope* e) noexcept;       // send, no reductions
+void finalize(node& n, process* p) noexcept;               // last reference gone
+void release_ref(node& n, process* p) noexcept;            // release + finalize
+void function_entry(transfer_t t) noexcept;                // base of a function process
+void handler_entry(transfer_t t) noexcept;                 // base of a handler turn
+// Ends a process that cannot get a stack to run on (on the caller's stack).
+void exit_without_stack(node& n, process* p, exit_reason reason) noexcept;
+void register_name_on(node& n, std::string name, pid id);
+
+}  // namespace ember::detail

@@ -1,0 +1,715 @@
+// Processes: spawning, the switch between a process and its scheduler,
+// signals (link, monitor, exit), selective receive, and the exit path.
+//
+// Signals ride in the mailbox with messages and are applied by the process
+// itself when it drains its incoming stack (drain()): link and monitor
+// tables are therefore touched by one thread only and need no lock, and a
+// signal keeps its order with the messages of its sender, as in Erlang. A
+// signal that ends the process throws exit_unwind on the process's own
+// stack, so a process killed while suspended in receive unwinds and its
+// destructors run. Exit signals act only on the next runtime call (receive,
+// send, yield...) of a process that is computing; asynchronous preemption
+// is a later layer.
+//
+// A process switches out by jumping to its scheduler's switch_point with a
+// suspend_reason; the scheduler, now off the process's stack, decides what
+// to do (see scheduler.cpp). A process never parks itself: parking on its
+// own stack would let another thread resume it before the switch finished.
+#include <cxxabi.h>
+
+#include <algorithm>
+#include <exception>
+#include <memory>
+#include <typeinfo>
+
+#include "core/node.hpp"
+#include "core/process.hpp"
+#include "core/sanitizers.hpp"
+#include "ember/core/error.hpp"
+#include "ember/core/process.hpp"
+#include "ember/core/receive.hpp"
+#include "ember/core/spawn.hpp"
+
+namespace ember::detail {
+
+namespace {
+thread_local process* tl_process = nullptr;
+thread_local node* tl_node = nullptr;
+
+// Reductions a process may spend before it yields to others.
+constexpr std::uint32_t reduction_budget = 2000;
+constexpr std::size_t min_stack = 16 * 1024;
+constexpr std::size_t max_stack = std::size_t(1) << 30;
+}  // namespace
+
+__attribute__((noinline)) process* current_process() noexcept { return tl_process; }
+__attribute__((noinline)) void set_current_process(process* p) noexcept { tl_process = p; }
+__attribute__((noinline)) node* current_node() noexcept { return tl_node; }
+__attribute__((noinline)) void set_current_node(node* n) noexcept { tl_node = n; }
+
+namespace {
+
+process& self_or_throw(const char* call) {
+  process* p = current_process();
+  if (!p)
+    throw error(errc::not_in_process, std::string(call) +
+                                          ": called outside a process (use ember::runtime from other threads)");
+  return *p;
+}
+
+node& node_or_throw(node* n, const char* call) {
+  if (n) return *n;
+  if (node* cur = current_node(); cur && current_process()) return *cur;
+  throw error(errc::not_in_process,
+              std::string(call) + ": called outside a process (use ember::runtime from other threads)");
+}
+
+pid self_pid(node& n, const process& p) { return n.table.pid_of(&p); }
+
+// Switches to the scheduler. Returns when the scheduler resumes us,
+// possibly on another thread.
+void suspend(process& p, suspend_reason why) {
+  p.why = why;
+  switch_point* home = p.home;
+#if defined(EMBER_ASAN)
+  sanitizers::start_switch(&p.asan_fake, home->stack_bottom, home->stack_size, home->tsan_fiber);
+#else
+  sanitizers::start_switch(nullptr, home->stack_bottom, home->stack_size, home->tsan_fiber);
+#endif
+  transfer_t t = boost::context::detail::jump_fcontext(home->ctx, nullptr);
+  home = static_cast<switch_point*>(t.data);
+  home->ctx = t.fctx;
+  p.home = home;
+#if defined(EMBER_ASAN)
+  sanitizers::finish_switch(p.asan_fake, &home->stack_bottom, &home->stack_size);
+#else
+  sanitizers::finish_switch(nullptr, &home->stack_bottom, &home->stack_size);
+#endif
+  p.reductions = 0;
+}
+
+// The last switch of a context that will never be resumed.
+[[noreturn]] void leave(process& p, suspend_reason why) {
+  p.why = why;
+  switch_point* home = p.home;
+  sanitizers::start_switch(nullptr, home->stack_bottom, home->stack_size, home->tsan_fiber);
+  boost::context::detail::jump_fcontext(home->ctx, nullptr);
+  __builtin_unreachable();
+}
+
+// First thing on a fresh context.
+process& arrive(transfer_t t) {
+  auto* home = static_cast<switch_point*>(t.data);
+  home->ctx = t.fctx;
+  process* p = current_process();
+  p->home = home;
+  sanitizers::finish_switch(nullptr, &home->stack_bottom, &home->stack_size);
+  p->reductions = 0;
+  return *p;
+}
+
+bool dying(const process& p) { return p.rel && p.rel->dying; }
+
+[[noreturn]] void die(process& p, exit_reason reason) {
+  auto& r = p.relations();
+  r.dying = true;
+  r.pending_exit = reason;
+  throw exit_unwind{std::move(reason)};
+}
+
+// A process that swallowed its exit_unwind dies again at its next runtime
+// call, unless it is unwinding already (throwing then would terminate).
+void rethrow_if_dying(process& p) {
+  if (dying(p) && std::uncaught_exceptions() == 0) throw exit_unwind{p.rel->pending_exit};
+}
+
+template <class V>
+void erase_first(std::vector<V>& v, const V& x) {
+  auto it = std::find(v.begin(), v.end(), x);
+  if (it != v.end()) {
+    *it = v.back();
+    v.pop_back();
+  }
+}
+
+bool erase_ref(std::vector<std::pair<monitor_ref, pid>>& v, monitor_ref ref, pid* who = nullptr) {
+  for (auto& e : v) {
+    if (e.first == ref) {
+      if (who) *who = e.second;
+      e = v.back();
+      v.pop_back();
+      return true;
+    }
+  }
+  return false;
+}
+
+// Applies one signal to a live process. May end it (throws exit_unwind).
+void apply_signal(node& n, process& p, signal_envelope* s) {
+  std::unique_ptr<envelope, envelope_deleter> owned(s);
+  signal_payload& sig = s->s;
+  switch (s->signal) {
+    case sig_link: {
+      auto& links = p.relations().links;
+      if (std::find(links.begin(), links.end(), sig.from) == links.end()) links.push_back(sig.from);
+      return;
+    }
+    case sig_unlink:
+      if (p.rel) erase_first(p.rel->links, sig.from);
+      return;
+    case sig_monitor:
+      p.relations().monitored_by.emplace_back(sig.ref, sig.from);
+      return;
+    case sig_demonitor:
+      if (p.rel) erase_ref(p.rel->monitored_by, sig.ref);
+      return;
+    case sig_down:
+      // Only monitors still held produce a message (demonitor wins).
+      if (p.rel && erase_ref(p.rel->monitors, sig.ref))
+        p.mbox.append(make_envelope(down{sig.ref, sig.from, std::move(sig.reason)}));
+      return;
+    case sig_timeout:
+      if (p.awaiting_timeout && sig.seq == p.receive_seq) p.timed_out = true;
+      return;
+    case sig_exit: {
+      if (sig.linked) {
+        if (!p.rel) return;
+        auto& links = p.rel->links;
+        auto it = std::find(links.begin(), links.end(), sig.from);
+        if (it == links.end()) return;  // unlinked meanwhile: the signal is void
+        *it = links.back();
+        links.pop_back();
+      }
+      if (sig.reason.is(exit_reason::kind::kill) && !sig.linked) die(p, exit_reason::killed());
+      if (p.trap_exit) {
+        p.mbox.append(make_envelope(exit_signal{sig.from, std::move(sig.reason)}));
+        return;
+      }
+      if (sig.reason.is_normal()) {
+        if (sig.from == self_pid(n, p)) die(p, exit_reason::normal());
+        return;
+      }
+      die(p, std::move(sig.reason));
+    }
+    default:
+      return;
+  }
+}
+
+// Moves what arrived into the private queue, applying signals. Returns true
+// if anything arrived.
+bool drain(node& n, process& p) {
+  rethrow_if_dying(p);
+  envelope* e = p.mbox.take_all();
+  if (!e) return false;
+  while (e) {
+    envelope* next = e->next;
+    if (e->signal == sig_none) {
+      p.mbox.append(e);
+    } else {
+      try {
+        apply_signal(n, p, static_cast<signal_envelope*>(e));
+      } catch (exit_unwind&) {
+        // Keep what is left for the exit path to answer.
+        while (next) {
+          envelope* rest = next->next;
+          if (next->signal == sig_none) next->destroy(next); else p.mbox.append(next);
+          next = rest;
+        }
+        throw;
+      }
+    }
+    e = next;
+  }
+  return true;
+}
+
+void charge(node& n, process& p, std::uint32_t cost) {
+  p.reductions += cost;
+  if (p.reductions >= reduction_budget && !dying(p)) {
+    suspend(p, suspend_reason::yield);
+    drain(n, p);
+  }
+}
+
+void destroy_chain(envelope* e) noexcept {
+  while (e) {
+    envelope* next = e->next;
+    e->destroy(e);
+    e = next;
+  }
+}
+
+// The exit path, on the process's own stack. After it, nothing may send to
+// the process (the alive bit is gone) and everyone who should hear of its
+// death has been told.
+void do_exit(node& n, process& p, exit_reason reason) noexcept {
+  pid me = self_pid(n, p);
+  p.life.fetch_and(~process::alive_bit, std::memory_order_seq_cst);
+  if (p.registered.load(std::memory_order_seq_cst)) {
+    std::lock_guard lock(n.names.mutex());
+    n.names.remove_pid(me);
+  }
+  // Signals that arrived before the alive bit went: apply the relation
+  // changes so every watcher hears the real reason; drop the rest.
+  envelope* e = p.mbox.take_all();
+  while (e) {
+    envelope* next = e->next;
+    if (e->signal == sig_link || e->signal == sig_unlink || e->signal == sig_monitor ||
+        e->signal == sig_demonitor) {
+      auto* s = static_cast<signal_envelope*>(e);
+      auto& r = p.relations();
+      if (e->signal == sig_link) {
+        if (std::find(r.links.begin(), r.links.end(), s->s.from) == r.links.end()) r.links.push_back(s->s.from);
+      } else if (e->signal == sig_unlink) {
+        erase_first(r.links, s->s.from);
+      } else if (e->signal == sig_monitor) {
+        r.monitored_by.emplace_back(s->s.ref, s->s.from);
+      } else {
+        erase_ref(r.monitored_by, s->s.ref);
+      }
+    }
+    e->destroy(e);
+    e = next;
+  }
+  destroy_chain(p.mbox.first);
+  p.mbox.first = p.mbox.last = nullptr;
+  p.mbox.private_count = 0;
+
+  if (p.rel) {
+    for (pid l : p.rel->links)
+      deliver(n, l, make_signal(sig_exit, {me, {}, reason, true, 0}));
+    for (auto& [ref, watcher] : p.rel->monitored_by)
+      deliver(n, watcher, make_signal(sig_down, {me, ref, reason, false, 0}));
+    for (auto& [ref, target] : p.rel->monitors)
+      deliver(n, target, make_signal(sig_demonitor, {me, ref, {}, false, 0}));
+    delete p.rel;
+    p.rel = nullptr;
+  }
+  if (p.timer_target.load(std::memory_order_relaxed)) n.cancel_timers_for(me);
+  try {
+    delete p.body;
+  } catch (...) {
+  }
+  p.body = nullptr;
+}
+
+exit_reason reason_of_current_exception() {
+  try {
+    throw;
+  } catch (exit_unwind& e) {
+    return std::move(e.reason);
+  } catch (const std::exception& e) {
+    return exit_reason::exception(demangle(typeid(e)), e.what());
+  } catch (...) {
+    const std::type_info* t = abi::__cxa_current_exception_type();
+    return exit_reason::exception(t ? demangle(*t) : "unknown", "");
+  }
+}
+
+// Runs a function process's body; returns its exit reason.
+exit_reason run_function(process& p) {
+  try {
+    p.body->run();
+    if (dying(p)) return p.rel->pending_exit;  // swallowed its own kill
+    return exit_reason::normal();
+  } catch (...) {
+    return reason_of_current_exception();
+  }
+}
+
+enum class turn_outcome : std::uint8_t { idle, exited };
+
+// One turn of a handler process: init if it has not run, then messages
+// until the mailbox is empty.
+turn_outcome run_handler_turn(node& n, process& p) {
+  exit_reason reason;
+  try {
+    if (!p.started) {
+      p.started = true;
+      if (p.body->has_init) p.body->init();
+    }
+    unsigned handled = 0;
+    for (;;) {
+      drain(n, p);
+      envelope* e = p.mbox.first;
+      if (!e) return turn_outcome::idle;
+      if (handled >= n.options.handler_batch) {
+        suspend(p, suspend_reason::yield);
+        handled = 0;
+        continue;
+      }
+      p.mbox.unlink(nullptr, e);
+      std::unique_ptr<envelope, envelope_deleter> owned(e);
+      p.body->handle(e);
+      ++handled;
+      charge(n, p, 1);
+    }
+  } catch (...) {
+    reason = reason_of_current_exception();
+  }
+  do_exit(n, p, std::move(reason));
+  return turn_outcome::exited;
+}
+
+}  // namespace
+
+void deliver(node& n, pid to, envelope* e) noexcept {
+  process* p = n.table.acquire(to);
+  if (!p) {
+    e->destroy(e);
+    return;
+  }
+  if (p->mbox.push(e)) n.make_runnable(p, -1);
+  release_ref(n, p);
+}
+
+void release_ref(node& n, process* p) noexcept {
+  if (process_table::release(p) == process_table::release_outcome::last_reference_of_dead) finalize(n, p);
+}
+
+void finalize(node& n, process* p) noexcept {
+  pid me = n.table.pid_of(p);
+  envelope* e = p->mbox.take_all();
+  while (e) {
+    envelope* next = e->next;
+    if (e->signal == sig_link) {
+      auto* s = static_cast<signal_envelope*>(e);
+      deliver(n, s->s.from, make_signal(sig_exit, {me, {}, exit_reason::noproc(), true, 0}));
+    } else if (e->signal == sig_monitor) {
+      auto* s = static_cast<signal_envelope*>(e);
+      deliver(n, s->s.from, make_signal(sig_down, {me, s->s.ref, exit_reason::noproc(), false, 0}));
+    }
+    e->destroy(e);
+    e = next;
+  }
+  p->mbox.start_running();
+  p->ctx = nullptr;
+  p->stk = nullptr;
+  p->trap_exit = false;
+  p->started = false;
+  p->timed_out = false;
+  p->awaiting_timeout = false;
+  p->reductions = 0;
+  p->timer_target.store(false, std::memory_order_relaxed);
+  p->registered.store(false, std::memory_order_relaxed);
+  std::uint32_t gen = p->generation() + 1;
+  if ((gen & process_table::gen_mask) == 0) ++gen;  // generation 0 is never used
+  p->life.store(std::uint64_t(gen) << 32, std::memory_order_release);
+  n.table.free_slot(p, n.local_slots());
+}
+
+void exit_without_stack(node& n, process* p, exit_reason reason) noexcept {
+  do_exit(n, *p, std::move(reason));
+}
+
+void function_entry(transfer_t t) noexcept {
+  process& p = arrive(t);
+  node& n = *current_node();
+  do_exit(n, p, run_function(p));
+  leave(p, suspend_reason::exited);
+}
+
+void handler_entry(transfer_t t) noexcept {
+  process& p = arrive(t);
+  node& n = *current_node();
+  turn_outcome out = run_handler_turn(n, p);
+  leave(p, out == turn_outcome::idle ? suspend_reason::idle : suspend_reason::exited);
+}
+
+spawned spawn_body(node* n, process_body* body, const spawn_options& opts, spawn_link_mode mode) {
+  std::unique_ptr<process_body> owned(body);
+  node& nd = node_or_throw(n, "spawn");
+  if (nd.stopping.load(std::memory_order_relaxed))
+    throw error(errc::runtime_stopped, "spawn: the runtime is shutting down");
+  if (opts.stack_size != 0 && (opts.stack_size < min_stack || opts.stack_size > max_stack))
+    throw error(errc::invalid_argument, "spawn: stack_size " + std::to_string(opts.stack_size) +
+                                            " is outside [16 KiB, 1 GiB] (0 means the runtime default)");
+  if (opts.scheduler < -1 || opts.scheduler >= int(nd.options.schedulers))
+    throw error(errc::invalid_argument, "spawn: scheduler hint " + std::to_string(opts.scheduler) +
+                                            " is not -1 or a scheduler index below " +
+                                            std::to_string(nd.options.schedulers));
+  process* parent = n ? nullptr : current_process();
+  if (mode != spawn_link_mode::none && !parent)
+    throw error(errc::not_in_process, "spawn_link/spawn_monitor: called outside a process");
+
+  process* p = nd.table.allocate(nd.local_slots());
+  if (!body->is_handler) {
+    try {
+      stack_pool::cache* c = nd.local_stacks();
+      p->stk = c ? nd.stacks.get(*c, opts.stack_size) : nd.stacks.get(opts.stack_size);
+    } catch (...) {
+      nd.table.free_slot(p, nd.local_slots());
+      throw;
+    }
+  }
+  p->body = owned.release();
+  p->stack_request = opts.stack_size;
+  pid child = nd.table.pid_of(p);
+  spawned out{child, {}};
+  if (mode == spawn_link_mode::link) {
+    pid me = self_pid(nd, *parent);
+    p->relations().links.push_back(me);
+    parent->relations().links.push_back(child);
+  } else if (mode == spawn_link_mode::monitor) {
+    pid me = self_pid(nd, *parent);
+    out.ref = monitor_ref{nd.next_ref.fetch_add(1, std::memory_order_relaxed)};
+    p->relations().monitored_by.emplace_back(out.ref, me);
+    parent->relations().monitors.emplace_back(out.ref, child);
+  }
+  nd.live.fetch_add(1, std::memory_order_relaxed);
+  nd.spawned.fetch_add(1, std::memory_order_relaxed);
+  bool run_now = !body->is_handler || body->has_init;
+  if (run_now) p->mbox.start_running(); else p->mbox.start_waiting();
+  std::uint64_t gen = p->life.load(std::memory_order_relaxed) >> 32;
+  p->life.store((gen << 32) | process::alive_bit | 1, std::memory_order_release);
+  if (run_now) nd.make_runnable(p, opts.scheduler);
+  if (parent) charge(nd, *parent, 1);
+  return out;
+}
+
+receive_outcome receive_match(match_fn match, std::int64_t timeout_ns) {
+  process& p = self_or_throw("receive");
+  node& n = *current_node();
+  drain(n, p);
+  envelope* prev = nullptr;
+  envelope* cur = p.mbox.first;
+  std::uint64_t timer = 0;
+  p.timed_out = false;
+  for (;;) {
+    for (; cur; prev = cur, cur = cur->next) {
+      int index = match.fn(match.ctx, cur);
+      if (index >= 0) {
+        p.mbox.unlink(prev, cur);
+        if (timer) {
+          n.cancel_timer(timer);
+          p.awaiting_timeout = false;
+        }
+        charge(n, p, 1);
+        return {cur, index};
+      }
+    }
+    if (drain(n, p)) {
+      cur = prev ? prev->next : p.mbox.first;
+      continue;
+    }
+    if (p.timed_out || timeout_ns == 0) {
+      p.awaiting_timeout = false;
+      p.timed_out = false;
+      return {nullptr, -1};
+    }
+    if (timeout_ns > 0 && !timer) {
+      ++p.receive_seq;
+      p.awaiting_timeout = true;
+      timer = n.arm_timer(std::chrono::nanoseconds(timeout_ns), self_pid(n, p),
+                          make_signal(sig_timeout, {{}, {}, {}, false, p.receive_seq}));
+    }
+    suspend(p, suspend_reason::wait);
+    if (drain(n, p)) cur = prev ? prev->next : p.mbox.first;
+  }
+}
+
+void send_envelope(node* n, pid to, envelope* e) {
+  if (n) {
+    deliver(*n, to, e);
+    return;
+  }
+  process* p = current_process();
+  if (!p) {
+    e->destroy(e);
+    throw error(errc::not_in_process, "send: called outside a process (use ember::runtime::send)");
+  }
+  node& nd = *current_node();
+  deliver(nd, to, e);
+  charge(nd, *p, 1);
+}
+
+void send_envelope(node* n, std::string_view name, envelope* e) {
+  node* nd = n ? n : (current_process() ? current_node() : nullptr);
+  if (!nd) {
+    e->destroy(e);
+    throw error(errc::not_in_process, "send: called outside a process (use ember::runtime::send)");
+  }
+  pid to = nd->names.find(name);
+  if (!to) {
+    e->destroy(e);
+    throw error(errc::no_such_name, "send: no process is registered as '" + std::string(name) + "'");
+  }
+  send_envelope(n, to, e);
+}
+
+}  // namespace ember::detail
+
+namespace ember {
+
+using namespace detail;
+
+bool in_process() noexcept { return current_process() != nullptr; }
+
+pid self() {
+  process& p = self_or_throw("self");
+  return current_node()->table.pid_of(&p);
+}
+
+void link(pid other) {
+  process& p = self_or_throw("link");
+  node& n = *current_node();
+  pid me = self_pid(n, p);
+  if (other == me) return;
+  auto& links = p.relations().links;
+  bool had = std::find(links.begin(), links.end(), other) != links.end();
+  if (!had) links.push_back(other);
+  process* t = n.table.acquire(other);
+  if (!t) {
+    // As in Erlang: linking to a process that does not exist is answered by
+    // an exit signal with reason noproc.
+    deliver(n, me, make_signal(sig_exit, {other, {}, exit_reason::noproc(), true, 0}));
+  } else {
+    if (!had && t->mbox.push(make_signal(sig_link, {me, {}, {}, false, 0}))) n.make_runnable(t, -1);
+    release_ref(n, t);
+  }
+  charge(n, p, 1);
+}
+
+void unlink(pid other) {
+  process& p = self_or_throw("unlink");
+  node& n = *current_node();
+  if (!p.rel) return;
+  auto& links = p.rel->links;
+  auto it = std::find(links.begin(), links.end(), other);
+  if (it == links.end()) return;
+  *it = links.back();
+  links.pop_back();
+  deliver(n, other, make_signal(sig_unlink, {self_pid(n, p), {}, {}, false, 0}));
+  charge(n, p, 1);
+}
+
+monitor_ref monitor(pid target) {
+  process& p = self_or_throw("monitor");
+  node& n = *current_node();
+  monitor_ref ref{n.next_ref.fetch_add(1, std::memory_order_relaxed)};
+  process* t = n.table.acquire(target);
+  if (!t) {
+    p.mbox.append(make_envelope(down{ref, target, exit_reason::noproc()}));
+  } else {
+    p.relations().monitors.emplace_back(ref, target);
+    if (t->mbox.push(make_signal(sig_monitor, {self_pid(n, p), ref, {}, false, 0}))) n.make_runnable(t, -1);
+    release_ref(n, t);
+  }
+  charge(n, p, 1);
+  return ref;
+}
+
+bool demonitor(monitor_ref ref, bool flush) {
+  process& p = self_or_throw("demonitor");
+  node& n = *current_node();
+  pid target;
+  bool found = p.rel && erase_ref(p.rel->monitors, ref, &target);
+  if (found) deliver(n, target, make_signal(sig_demonitor, {self_pid(n, p), ref, {}, false, 0}));
+  if (flush) {
+    drain(n, p);
+    envelope* prev = nullptr;
+    for (envelope* e = p.mbox.first; e;) {
+      envelope* next = e->next;
+      if (e->key == key_of<down>() && static_cast<value_envelope<down>*>(e)->value.ref == ref) {
+        p.mbox.unlink(prev, e);
+        e->destroy(e);
+      } else {
+        prev = e;
+      }
+      e = next;
+    }
+  }
+  return found;
+}
+
+bool trap_exit(bool on) {
+  process& p = self_or_throw("trap_exit");
+  bool old = p.trap_exit;
+  p.trap_exit = on;
+  return old;
+}
+
+void exit(pid target, exit_reason reason) {
+  process& p = self_or_throw("exit");
+  node& n = *current_node();
+  pid me = self_pid(n, p);
+  deliver(n, target, make_signal(sig_exit, {me, {}, std::move(reason), false, 0}));
+  if (target == me) drain(n, p);  // a signal to oneself takes effect now
+  charge(n, p, 1);
+}
+
+void exit(exit_reason reason) {
+  process& p = self_or_throw("exit");
+  die(p, std::move(reason));
+}
+
+bool is_alive(pid id) {
+  node* n = current_node();
+  if (!n || !current_process()) throw error(errc::not_in_process, "is_alive: called outside a process");
+  process* t = n->table.acquire(id);
+  if (!t) return false;
+  release_ref(*n, t);
+  return true;
+}
+
+void yield() {
+  process& p = self_or_throw("yield");
+  node& n = *current_node();
+  rethrow_if_dying(p);
+  suspend(p, suspend_reason::yield);
+  drain(n, p);
+}
+
+std::size_t message_queue_len() {
+  process& p = self_or_throw("message_queue_len");
+  drain(*current_node(), p);
+  return p.mbox.private_count;
+}
+
+std::size_t flush() {
+  process& p = self_or_throw("flush");
+  drain(*current_node(), p);
+  std::size_t count = p.mbox.private_count;
+  destroy_chain(p.mbox.first);
+  p.mbox.first = p.mbox.last = nullptr;
+  p.mbox.private_count = 0;
+  return count;
+}
+
+namespace detail {
+void register_name_on(node& n, std::string name, pid id) {
+  if (name.empty()) throw error(errc::invalid_argument, "register_name: the name is empty");
+  std::lock_guard lock(n.names.mutex());
+  process* t = n.table.acquire(id);
+  if (!t) throw error(errc::not_alive, "register_name: " + id.to_string() + " is not alive");
+  // Set the flag before re-checking alive; do_exit clears alive before
+  // reading the flag: one of the two sees the other (both seq_cst).
+  t->registered.store(true, std::memory_order_seq_cst);
+  bool alive = t->life.load(std::memory_order_seq_cst) & process::alive_bit;
+  registry::add_outcome out = alive ? n.names.add(name, id) : registry::add_outcome::added;
+  release_ref(n, t);
+  if (!alive) throw error(errc::not_alive, "register_name: " + id.to_string() + " is not alive");
+  if (out == registry::add_outcome::name_taken)
+    throw error(errc::name_taken, "register_name: '" + name + "' is already registered");
+  if (out == registry::add_outcome::already_registered)
+    throw error(errc::already_registered, "register_name: " + id.to_string() + " already has a name");
+}
+}  // namespace detail
+
+void register_name(std::string name, pid id) {
+  self_or_throw("register_name");
+  register_name_on(*current_node(), std::move(name), id);
+}
+
+pid whereis(std::string_view name) {
+  self_or_throw("whereis");
+  return current_node()->names.find(name);
+}
+
+bool unregister(std::string_view name) {
+  self_or_throw("unregister");
+  return current_node()->names.remove(name);
+}
+
+}  // namespace ember

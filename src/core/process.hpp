@@ -1,0 +1,164 @@
+// The process control block and its states.
+//
+// A process is a control block in the node's process table (type-stable
+// memory: a slot is reused, never freed, so a stale pointer is always safe to
+// read), a mailbox, a body (what it runs) and, only while it runs or is
+// suspended mid-run, a stack.
+//
+// States, and who owns what in each:
+//   runnable   on exactly one run queue. Nobody touches stack or private
+//              queue; senders only push to the incoming stack.
+//   running    on one scheduler thread, which alone touches the control
+//              block's non-atomic fields, the stack and the private queue.
+//   waiting    switched out, its mailbox head carries WAITING. The first
+//              pusher to see WAITING owns the process and makes it runnable.
+//              A handler process waiting between messages holds no stack.
+//   exiting    alive bit cleared: no new references can be taken, sends to it
+//              are no-ops; it still runs its exit code on its own stack.
+//   dead       the last reference dropped: finalize() drains what was pushed
+//              meanwhile (answering link/monitor requests with noproc), bumps
+//              the generation and frees the slot.
+//
+// References: `life` packs generation (32 bits), an alive bit and a count of
+// references. A sender acquires a reference only while the generation
+// matches its pid and the alive bit is set, pushes, and releases. The process
+// holds one reference on itself while alive. The holder that drops the count
+// to zero after the alive bit is gone runs finalize(), exactly once.
+#pragma once
+
+#include <boost/context/detail/fcontext.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/mailbox.hpp"
+#include "core/stack_pool.hpp"
+#include "ember/core/exit_reason.hpp"
+#include "ember/core/pid.hpp"
+#include "ember/core/spawn.hpp"
+
+namespace ember::detail {
+
+using boost::context::detail::fcontext_t;
+using boost::context::detail::transfer_t;
+
+struct node;
+
+// The scheduler's side of every switch: where a suspending process returns.
+struct switch_point {
+  fcontext_t ctx = nullptr;
+  const void* stack_bottom = nullptr;  // ASan: the scheduler thread's stack
+  std::size_t stack_size = 0;
+  void* asan_fake = nullptr;
+  void* tsan_fiber = nullptr;          // TSan: the scheduler thread's fiber
+};
+
+// Why a process switched back to its scheduler.
+enum class suspend_reason : std::uint8_t {
+  yield,    // still runnable: requeue at the tail
+  wait,     // wants to wait for a message: park unless one arrived
+  idle,     // handler process between messages: park and give the stack back
+  exited,   // done: release its stack and its self-reference
+};
+
+// Links and monitors; allocated on first use. Touched only by the process
+// itself (signals are applied by the process when it drains its mailbox).
+struct process_relations {
+  std::vector<pid> links;
+  std::vector<std::pair<monitor_ref, pid>> monitors;      // monitors I hold
+  std::vector<std::pair<monitor_ref, pid>> monitored_by;  // who watches me
+  std::string name;                                       // registered name
+  exit_reason pending_exit;                               // set once dying
+  bool dying = false;
+};
+
+struct process {
+  static constexpr std::uint64_t alive_bit = 1ull << 31;
+  static constexpr std::uint64_t ref_mask = alive_bit - 1;
+
+  std::atomic<std::uint64_t> life{0};  // generation:32 | alive:1 | refs:31
+  mailbox mbox;
+
+  // --- owned by the thread running the process ---
+  fcontext_t ctx = nullptr;       // saved context while switched out
+  switch_point* home = nullptr;   // the scheduler it runs on now
+  stack* stk = nullptr;
+  process_body* body = nullptr;
+  process_relations* rel = nullptr;
+  process* run_link = nullptr;    // intrusive link for shared run queues
+  void* eh_caught = nullptr;      // C++ exception state of this stack
+  unsigned eh_uncaught = 0;
+  std::uint32_t slot = 0;
+  std::uint32_t reductions = 0;   // spent in this turn
+  std::uint32_t receive_seq = 0;  // names the current receive's timeout
+  std::size_t stack_request = 0;  // spawn option
+  suspend_reason why = suspend_reason::yield;
+  bool trap_exit = false;
+  bool timed_out = false;
+  bool started = false;           // a handler process ran its init
+  bool awaiting_timeout = false;  // the current receive armed a timer
+  std::atomic<bool> timer_target{false};  // some timer may target it
+  std::atomic<bool> registered{false};    // the registry may hold a name for it
+#if defined(EMBER_ASAN)
+  void* asan_fake = nullptr;
+#endif
+
+  std::uint32_t generation() const noexcept {
+    return std::uint32_t(life.load(std::memory_order_relaxed) >> 32);
+  }
+  process_relations& relations() {
+    if (!rel) rel = new process_relations();
+    return *rel;
+  }
+};
+
+// Signals: runtime envelopes that share the mailbox with messages.
+enum signal_kind : unsigned char {
+  sig_none = 0,
+  sig_link,
+  sig_unlink,
+  sig_exit,
+  sig_monitor,
+  sig_demonitor,
+  sig_down,
+  sig_timeout,
+};
+
+struct signal_payload {
+  pid from;
+  monitor_ref ref;
+  exit_reason reason;
+  bool linked = false;       // sig_exit: caused by a link
+  std::uint32_t seq = 0;     // sig_timeout
+};
+
+struct signal_envelope final : envelope {
+  signal_payload s;
+  signal_envelope(signal_kind k, signal_payload p) : s(std::move(p)) {
+    signal = k;
+    key = nullptr;
+    type = &typeid(signal_payload);
+    destroy = [](envelope* e) noexcept { delete static_cast<signal_envelope*>(e); };
+  }
+};
+inline signal_envelope* make_signal(signal_kind k, signal_payload p) {
+  return new signal_envelope(k, std::move(p));
+}
+
+// Thrown on a process's own stack to end it (exit(reason), kill, a linked
+// crash); caught at the base of the stack.
+struct exit_unwind {
+  exit_reason reason;
+};
+
+// The calling thread's running process (nullptr outside processes). Read
+// through a non-inlined function: a process may resume on another thread,
+// and the compiler must not cache a thread_local's address across that.
+process* current_process() noexcept;
+void set_current_process(process* p) noexcept;
+node* current_node() noexcept;
+void set_current_node(node* n) noexcept;
+
+}  // namespace ember::detail

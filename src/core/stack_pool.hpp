@@ -1,0 +1,62 @@
+// Stacks of processes: mmap-ed, a guard page below, committed lazily by the
+// kernel, recycled through a pool (a per-scheduler cache in front of a
+// shared list) because mmap + mprotect cost microseconds and two
+// vm.max_map_count entries each.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <mutex>
+#include <vector>
+
+namespace ember::detail {
+
+// Lives in the top bytes of its own mapping: no separate allocation.
+struct stack {
+  void* base;         // start of the mapping (the guard page)
+  std::size_t size;   // whole mapping, guard included
+  stack* next;        // pool links
+  void* tsan_fiber;   // the ThreadSanitizer fiber that runs on this stack
+  // Usable range for the context: [bottom(), top()).
+  char* bottom() const noexcept;
+  char* top() const noexcept { return reinterpret_cast<char*>(const_cast<stack*>(this)); }
+  std::size_t usable() const noexcept { return std::size_t(top() - bottom()); }
+};
+
+class stack_pool {
+ public:
+  explicit stack_pool(std::size_t default_size);
+  ~stack_pool();
+
+  // Page-rounded mapping size for a requested usable size (0: default).
+  std::size_t mapping_size(std::size_t requested) const noexcept;
+  // Throws error(system_limit) with advice when the kernel refuses.
+  stack* get(std::size_t requested);
+  void put(stack* s) noexcept;
+
+  // A small per-thread cache (one per scheduler) in front of the pool.
+  struct cache {
+    stack* head = nullptr;
+    std::size_t count = 0;
+  };
+  stack* get(cache& c, std::size_t requested);
+  void put(cache& c, stack* s) noexcept;
+  void drain(cache& c) noexcept;
+
+  std::size_t in_use() const noexcept { return in_use_.load(std::memory_order_relaxed); }
+  std::size_t pooled() const noexcept { return pooled_.load(std::memory_order_relaxed); }
+  std::size_t default_size() const noexcept { return default_size_; }
+
+ private:
+  stack* map(std::size_t mapping);
+  static void unmap(stack* s) noexcept;
+
+  std::size_t default_size_;  // mapping size of a default stack
+  std::mutex mu_;
+  stack* free_ = nullptr;     // default-size stacks only
+  std::size_t free_count_ = 0;
+  std::atomic<std::size_t> in_use_{0};
+  std::atomic<std::size_t> pooled_{0};
+};
+
+}  // namespace ember::detail
