@@ -33,8 +33,8 @@
 namespace ember::detail {
 
 namespace {
-thread_local process* tl_process = nullptr;
-thread_local node* tl_node = nullptr;
+__attribute__((tls_model("initial-exec"))) thread_local process* tl_process = nullptr;
+__attribute__((tls_model("initial-exec"))) thread_local node* tl_node = nullptr;
 
 // Reductions a process may spend before it yields to others.
 constexpr std::uint32_t reduction_budget = 2000;

@@ -60,7 +60,7 @@
 namespace ember::detail {
 
 namespace {
-thread_local scheduler* tl_scheduler = nullptr;
+__attribute__((tls_model("initial-exec"))) thread_local scheduler* tl_scheduler = nullptr;
 
 constexpr std::chrono::microseconds spin_time{50};
 

@@ -2,6 +2,8 @@
 // and the messages the runtime itself delivers (exit_signal, down).
 #pragma once
 
+#include <cstddef>
+#include <new>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -43,9 +45,21 @@ constexpr type_key key_of() noexcept {
   return &type_tag<T>::tag;
 }
 
+void* envelope_allocate(std::size_t size);
+void envelope_free(void* p, std::size_t size) noexcept;
+
 // A message in a mailbox. Runtime signals (link, monitor, exit...) are
 // envelopes too, with their own keys, so every wake-up goes through one queue.
 struct envelope {
+  // Envelopes come from per-thread size-class caches (messages are
+  // allocated and freed at a high rate, often on different threads).
+  static void* operator new(std::size_t size) { return envelope_allocate(size); }
+  static void operator delete(void* p, std::size_t size) noexcept { envelope_free(p, size); }
+  static void* operator new(std::size_t size, std::align_val_t a) { return ::operator new(size, a); }
+  static void operator delete(void* p, std::size_t size, std::align_val_t a) noexcept {
+    ::operator delete(p, size, a);
+  }
+
   envelope* next = nullptr;
   type_key key = nullptr;
   void (*destroy)(envelope*) noexcept = nullptr;
