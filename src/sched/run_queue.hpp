@@ -9,6 +9,8 @@
 // by CAS on head. A thief's copy is valid if its CAS succeeds: the owner
 // cannot overwrite a slot in [head, head + n) while head has not moved.
 // Slots are relaxed atomics only so that ThreadSanitizer sees the protocol.
+// `next` is touched by the owner only (thieves never take it), so it costs
+// no atomic operation.
 #pragma once
 
 #include <atomic>
@@ -47,8 +49,9 @@ class run_queue {
 
   // Owner: the `next` slot first, then the oldest entry.
   process* pop() noexcept {
-    if (next_.load(std::memory_order_relaxed)) {
-      if (process* p = next_.exchange(nullptr, std::memory_order_acquire)) return p;
+    if (process* p = next_) {
+      next_ = nullptr;
+      return p;
     }
     for (;;) {
       std::uint32_t h = head_.load(std::memory_order_acquire);
@@ -60,7 +63,11 @@ class run_queue {
   }
 
   // Owner: puts p in the `next` slot; returns what it displaced (or nullptr).
-  process* put_next(process* p) noexcept { return next_.exchange(p, std::memory_order_acq_rel); }
+  process* put_next(process* p) noexcept {
+    process* old = next_;
+    next_ = p;
+    return old;
+  }
 
   // Thief (owner of *this, whose ring is empty): moves half of victim's
   // entries here and returns one of them to run.
@@ -85,9 +92,9 @@ class run_queue {
     return p;
   }
 
+  // Owner only (reads `next`).
   bool empty() const noexcept {
-    return head_.load(std::memory_order_acquire) == tail_.load(std::memory_order_acquire) &&
-           !next_.load(std::memory_order_acquire);
+    return head_.load(std::memory_order_acquire) == tail_.load(std::memory_order_acquire) && !next_;
   }
   std::uint32_t size() const noexcept {
     return tail_.load(std::memory_order_acquire) - head_.load(std::memory_order_acquire);
@@ -96,7 +103,7 @@ class run_queue {
  private:
   alignas(64) std::atomic<std::uint32_t> head_{0};
   alignas(64) std::atomic<std::uint32_t> tail_{0};
-  std::atomic<process*> next_{nullptr};
+  process* next_ = nullptr;  // owner only: never stolen
   std::atomic<process*> slots_[capacity];
 };
 

@@ -34,7 +34,7 @@
 // if it was the last spinner. Pushes to `next` wake nobody (that process
 // runs here next). No lost wake-up: a parker registers as idle, then
 // re-checks every queue; a pusher queues, then reads `idle`; both sides put
-// a seq_cst fence between their write and their read, so at least one of
+// a full barrier between their write and their read, so at least one of
 // them sees the other.
 //
 // Running a process (execute): switch to its context on its stack; the
@@ -74,6 +74,11 @@ struct eh_globals {
 eh_globals* thread_eh() noexcept {
   return reinterpret_cast<eh_globals*>(abi::__cxa_get_globals());
 }
+
+// A full (store-load) barrier. A seq_cst read-modify-write rather than
+// atomic_thread_fence, which ThreadSanitizer does not model.
+__attribute__((tls_model("initial-exec"))) thread_local std::atomic<int> barrier_word{0};  // per thread: no shared line
+inline void full_barrier() noexcept { barrier_word.fetch_add(0, std::memory_order_seq_cst); }
 
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
@@ -331,7 +336,7 @@ void runtime_node::make_runnable(process* p, int hint) noexcept {
 }
 
 void runtime_node::wake_if_needed() noexcept {
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  full_barrier();
   if (idle.load(std::memory_order_relaxed) == 0 || spinning.load(std::memory_order_relaxed) != 0) return;
   scheduler* s = nullptr;
   {
@@ -377,7 +382,7 @@ bool runtime_node::park(scheduler& s) noexcept {
     idle_list_.push_back(&s);
     idle.fetch_add(1, std::memory_order_relaxed);
   }
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  full_barrier();
   if (work_visible() || sched_stop.load(std::memory_order_acquire)) {
     std::lock_guard lock(idle_mu_);
     if (s.parked) {
