@@ -198,7 +198,7 @@ void apply_signal(node& n, process& p, signal_envelope* s) {
 
 // Moves what arrived into the private queue, applying signals. Returns true
 // if anything arrived.
-bool drain(node& n, process& p) {
+bool drain_slow(node& n, process& p) {
   rethrow_if_dying(p);
   envelope* e = p.mbox.take_all();
   if (!e) return false;
@@ -222,6 +222,12 @@ bool drain(node& n, process& p) {
     e = next;
   }
   return true;
+}
+
+inline bool drain(node& n, process& p) {
+  if (p.rel && p.rel->dying) rethrow_if_dying(p);
+  if (p.mbox.incoming_empty()) return false;
+  return drain_slow(n, p);
 }
 
 void charge(node& n, process& p, std::uint32_t cost) {

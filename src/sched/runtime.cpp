@@ -5,6 +5,7 @@
 
 #include "ember/core/error.hpp"
 #include "ember/core/process.hpp"
+#include "core/process.hpp"
 #include "sched/scheduler.hpp"
 
 namespace ember {
@@ -27,6 +28,15 @@ runtime_options checked(runtime_options o) {
 }
 
 detail::runtime_node& impl(detail::node* n) { return *static_cast<detail::runtime_node*>(n); }
+
+// wait and shutdown block the calling thread until processes exit: from
+// inside a process of the same runtime that would wait for itself.
+void refuse_inside(detail::node* n, const char* call) {
+  if (detail::current_process() && detail::current_node() == n)
+    throw error(errc::invalid_argument, std::string("runtime::") + call +
+                                            ": called from one of the runtime's own processes, "
+                                            "which would wait for itself");
+}
 }  // namespace
 
 runtime::runtime(runtime_options opts) : node_(new detail::runtime_node(checked(opts))) {}
@@ -59,11 +69,20 @@ bool runtime::is_alive(pid p) const {
   return true;
 }
 
-void runtime::wait() { impl(node_).wait(); }
+void runtime::wait() {
+  refuse_inside(node_, "wait");
+  impl(node_).wait();
+}
 
-bool runtime::wait_for(std::chrono::nanoseconds limit) { return impl(node_).wait_for(limit); }
+bool runtime::wait_for(std::chrono::nanoseconds limit) {
+  refuse_inside(node_, "wait_for");
+  return impl(node_).wait_for(limit);
+}
 
-void runtime::shutdown() { impl(node_).shutdown(); }
+void runtime::shutdown() {
+  refuse_inside(node_, "shutdown");
+  impl(node_).shutdown();
+}
 
 unsigned runtime::schedulers() const noexcept { return node_->options.schedulers; }
 
