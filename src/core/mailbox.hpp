@@ -19,6 +19,12 @@
 //   The CASes are acq_rel: a pusher that sees WAITING synchronises with the
 //   scheduler that set it, so it sees the process's saved context.
 //
+// Sends take no reference on the receiver (see deliver() in process.cpp):
+// a send racing with the receiver's death may land after the slot was
+// freed, or even reused. Every envelope carries the generation it was sent
+// to; the owner drops envelopes of another generation when it drains, and a
+// new owner discards the slot's leftovers (reset).
+//
 // Order: each push is atomic and reversal restores push order, so messages
 // from one sender arrive in the order sent (Erlang's guarantee), and a signal
 // (exit, link, down) stays in order with the messages of its sender.
@@ -75,9 +81,26 @@ class mailbox {
                : wait_outcome::has_messages;
   }
 
-  // A new process starts waiting (handler processes with no init).
-  void start_waiting() noexcept { head_.store(waiting_bit, std::memory_order_relaxed); }
-  void start_running() noexcept { head_.store(0, std::memory_order_relaxed); }
+  // A slot taken by a new process: drop what late senders pushed to its
+  // previous owner, then start waiting (a handler process with no init) or
+  // not. A CAS, not a store: a late push may land at any moment.
+  void reset(bool waiting) noexcept {
+    for (;;) {
+      discard_incoming();
+      std::uintptr_t expected = 0;
+      if (head_.compare_exchange_strong(expected, waiting ? waiting_bit : 0, std::memory_order_acq_rel,
+                                        std::memory_order_relaxed))
+        return;
+    }
+  }
+  void discard_incoming() noexcept {
+    envelope* e = take_all();
+    while (e) {
+      envelope* next = e->next;
+      e->destroy(e);
+      e = next;
+    }
+  }
   bool incoming_empty() const noexcept {
     return (head_.load(std::memory_order_relaxed) & ~waiting_bit) == 0;
   }

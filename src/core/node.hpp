@@ -45,6 +45,7 @@ struct node {
 
 // Runtime-side process operations (src/core/process.cpp).
 void deliver(node& n, pid to, envelope* e) noexcept;       // send, no reductions
+void push_referenced(node& n, process* p, pid to, envelope* e) noexcept;  // p acquired
 void finalize(node& n, process* p) noexcept;               // last reference gone
 void release_ref(node& n, process* p) noexcept;            // release + finalize
 void function_entry(transfer_t t) noexcept;                // base of a function process

@@ -204,7 +204,9 @@ bool drain_slow(node& n, process& p) {
   if (!e) return false;
   while (e) {
     envelope* next = e->next;
-    if (e->signal == sig_none) {
+    if (e->to_generation != (p.generation() & process_table::gen_mask)) {
+      e->destroy(e);  // sent to an earlier process of this slot
+    } else if (e->signal == sig_none) {
       p.mbox.append(e);
     } else {
       try {
@@ -360,14 +362,27 @@ turn_outcome run_handler_turn(node& n, process& p) {
 
 }  // namespace
 
+// A send takes no reference on the receiver: it checks the receiver is
+// alive and pushes. If the receiver dies in between, the envelope lands in a
+// dead or reused slot and is dropped there (its generation does not match),
+// which is what a send to a dead process does anyway. A push that sees
+// WAITING owns the wake-up, and a waiting process cannot die before it runs,
+// so making it runnable is safe without a reference. Link and monitor
+// requests, which must be answered even if the receiver dies, go through
+// push_referenced() instead.
 void deliver(node& n, pid to, envelope* e) noexcept {
-  process* p = n.table.acquire(to);
+  process* p = n.table.find_alive(to);
   if (!p) {
     e->destroy(e);
     return;
   }
+  e->to_generation = to.generation();
   if (p->mbox.push(e)) n.make_runnable(p, -1);
-  release_ref(n, p);
+}
+
+void push_referenced(node& n, process* p, pid to, envelope* e) noexcept {
+  e->to_generation = to.generation();
+  if (p->mbox.push(e)) n.make_runnable(p, -1);
 }
 
 void release_ref(node& n, process* p) noexcept {
@@ -389,7 +404,6 @@ void finalize(node& n, process* p) noexcept {
     e->destroy(e);
     e = next;
   }
-  p->mbox.start_running();
   p->ctx = nullptr;
   p->stk = nullptr;
   p->trap_exit = false;
@@ -466,7 +480,7 @@ spawned spawn_body(node* n, process_body* body, const spawn_options& opts, spawn
   nd.live.fetch_add(1, std::memory_order_relaxed);
   nd.spawned.fetch_add(1, std::memory_order_relaxed);
   bool run_now = !body->is_handler || body->has_init;
-  if (run_now) p->mbox.start_running(); else p->mbox.start_waiting();
+  p->mbox.reset(!run_now);
   std::uint64_t gen = p->life.load(std::memory_order_relaxed) >> 32;
   p->life.store((gen << 32) | process::alive_bit | 1, std::memory_order_release);
   if (run_now) nd.make_runnable(p, opts.scheduler);
@@ -571,7 +585,7 @@ void link(pid other) {
     // an exit signal with reason noproc.
     deliver(n, me, make_signal(sig_exit, {other, {}, exit_reason::noproc(), true, 0}));
   } else {
-    if (!had && t->mbox.push(make_signal(sig_link, {me, {}, {}, false, 0}))) n.make_runnable(t, -1);
+    if (!had) push_referenced(n, t, other, make_signal(sig_link, {me, {}, {}, false, 0}));
     release_ref(n, t);
   }
   charge(n, p, 1);
@@ -599,7 +613,7 @@ monitor_ref monitor(pid target) {
     p.mbox.append(make_envelope(down{ref, target, exit_reason::noproc()}));
   } else {
     p.relations().monitors.emplace_back(ref, target);
-    if (t->mbox.push(make_signal(sig_monitor, {self_pid(n, p), ref, {}, false, 0}))) n.make_runnable(t, -1);
+    push_referenced(n, t, target, make_signal(sig_monitor, {self_pid(n, p), ref, {}, false, 0}));
     release_ref(n, t);
   }
   charge(n, p, 1);

@@ -20,10 +20,12 @@
 //              the generation and frees the slot.
 //
 // References: `life` packs generation (32 bits), an alive bit and a count of
-// references. A sender acquires a reference only while the generation
-// matches its pid and the alive bit is set, pushes, and releases. The process
-// holds one reference on itself while alive. The holder that drops the count
-// to zero after the alive bit is gone runs finalize(), exactly once.
+// references. Plain sends take none (see deliver() in process.cpp). Link
+// and monitor requests, and name registration, acquire one (only while the
+// generation matches and the alive bit is set), so that a request reaches
+// either the live process or finalize(), which answers it with noproc. The
+// process holds one reference on itself while alive. The holder that drops
+// the count to zero after the alive bit is gone runs finalize(), once.
 #pragma once
 
 #include <boost/context/detail/fcontext.hpp>

@@ -24,7 +24,10 @@ process_table::~process_table() {
     process* chunk = chunks_[c].load(std::memory_order_acquire);
     if (!chunk) continue;
     std::uint32_t first = c << chunk_bits;
-    for (std::uint32_t i = 0; i < chunk_size && first + i < hw; ++i) chunk[i].~process();
+    for (std::uint32_t i = 0; i < chunk_size && first + i < hw; ++i) {
+      chunk[i].mbox.discard_incoming();  // late sends to dead processes
+      chunk[i].~process();
+    }
     ::munmap(chunk, chunk_bytes);
   }
 }

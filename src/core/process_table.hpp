@@ -49,6 +49,18 @@ class process_table {
       if (p->life.compare_exchange_weak(l, l + 1, std::memory_order_acq_rel, std::memory_order_acquire)) return p;
     }
   }
+  // The live process `id` names, without taking a reference: enough for a
+  // send (see deliver() in process.cpp), not for anything that must be
+  // answered if the process dies meanwhile.
+  process* find_alive(pid id) const noexcept {
+    if (id.node() != node_id_) return nullptr;
+    std::uint32_t slot = id.slot();
+    if (slot >= high_water_.load(std::memory_order_acquire)) return nullptr;
+    process* p = at(slot);
+    std::uint64_t l = p->life.load(std::memory_order_acquire);
+    if ((std::uint32_t(l >> 32) & gen_mask) != id.generation() || !(l & process::alive_bit)) return nullptr;
+    return p;
+  }
   enum class release_outcome : std::uint8_t { still_referenced, last_reference_of_dead };
   [[nodiscard]] static release_outcome release(process* p) noexcept {
     std::uint64_t old = p->life.fetch_sub(1, std::memory_order_acq_rel);

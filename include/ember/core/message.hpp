@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <new>
 #include <string>
 #include <string_view>
@@ -65,6 +66,7 @@ struct envelope {
   void (*destroy)(envelope*) noexcept = nullptr;
   const std::type_info* type = nullptr;
   unsigned char signal = 0;  // 0: a user message; else a runtime signal kind
+  std::uint32_t to_generation = 0;  // the receiver's pid generation, checked on arrival
 };
 
 template <class T>
