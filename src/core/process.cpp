@@ -7,7 +7,9 @@
 // signal keeps its order with the messages of its sender, as in Erlang. A
 // signal that ends the process throws exit_unwind on the process's own
 // stack, so a process killed while suspended in receive unwinds and its
-// destructors run. Exit signals act only on the next runtime call (receive,
+// destructors run. A process that catches that exception and carries on
+// is ended at its next runtime call without further unwinding: kill cannot
+// be swallowed by catch (...). Exit signals act only on the next runtime call (receive,
 // send, yield...) of a process that is computing; asynchronous preemption
 // is a later layer.
 //
@@ -117,10 +119,22 @@ bool dying(const process& p) { return p.rel && p.rel->dying; }
   throw exit_unwind{std::move(reason)};
 }
 
-// A process that swallowed its exit_unwind dies again at its next runtime
-// call, unless it is unwinding already (throwing then would terminate).
+void do_exit(node& n, process& p, exit_reason reason) noexcept;
+[[noreturn]] void leave(process& p, suspend_reason why);
+
+void exit_with_pending_reason(process& p) noexcept {
+  exit_reason reason = p.rel->pending_exit;
+  do_exit(*current_node(), p, std::move(reason));
+}
+
+// A process that caught its exit_unwind (catch (...) without rethrow) and
+// called the runtime again is not given another chance: it exits here,
+// without unwinding further; the frames left on its stack are abandoned.
+// While it is still unwinding (a destructor calling send) it carries on.
 void rethrow_if_dying(process& p) {
-  if (dying(p) && std::uncaught_exceptions() == 0) throw exit_unwind{p.rel->pending_exit};
+  if (!dying(p) || std::uncaught_exceptions() != 0) return;
+  exit_with_pending_reason(p);
+  leave(p, suspend_reason::exited);
 }
 
 template <class V>
