@@ -26,7 +26,8 @@
 // is about to run where its data is.
 //
 // Parking: a scheduler that found nothing while spinning for ~50 µs parks
-// on a futex (an idle runtime uses no CPU). Spinning first matters on these
+// on a futex (an idle runtime uses no CPU), after handing its cached free
+// process slots and stacks to the shared pools. Spinning first matters on these
 // machines, where waking a parked core costs tens of µs. Wake-ups follow
 // Go: whoever queues work a thief could take (ring, inbox, global) checks
 // `idle > 0 && spinning == 0` and wakes one parked scheduler, which counts
@@ -375,6 +376,10 @@ bool runtime_node::work_visible() const noexcept {
 }
 
 bool runtime_node::park(scheduler& s) noexcept {
+  // An idle scheduler spawns nothing: its free slots and stacks are better
+  // off where busy schedulers (and other threads) can take them.
+  if (!s.slots.free.empty()) table.drain(s.slots);
+  if (s.stacks.count) stacks.drain(s.stacks);
   {
     std::lock_guard lock(idle_mu_);
     s.parked = true;
