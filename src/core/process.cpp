@@ -350,6 +350,11 @@ turn_outcome run_handler_turn(node& n, process& p) {
     if (!p.started) {
       p.started = true;
       if (p.body->has_init) p.body->init();
+      if (p.stop_requested) {
+        if (p.rel) reason = p.rel->pending_exit;
+        do_exit(n, p, std::move(reason));
+        return turn_outcome::exited;
+      }
     }
     unsigned handled = 0;
     for (;;) {
@@ -362,8 +367,14 @@ turn_outcome run_handler_turn(node& n, process& p) {
         continue;
       }
       p.mbox.unlink(nullptr, e);
-      std::unique_ptr<envelope, envelope_deleter> owned(e);
-      p.body->handle(e);
+      {
+        std::unique_ptr<envelope, envelope_deleter> owned(e);
+        p.body->handle(e);
+      }
+      if (p.stop_requested) {
+        if (p.rel) reason = p.rel->pending_exit;
+        break;
+      }
       ++handled;
       charge(n, p, 1);
     }
@@ -422,6 +433,7 @@ void finalize(node& n, process* p) noexcept {
   p->stk = nullptr;
   p->trap_exit = false;
   p->started = false;
+  p->stop_requested = false;
   p->timed_out = false;
   p->awaiting_timeout = false;
   p->reductions = 0;
@@ -676,6 +688,15 @@ void exit(pid target, exit_reason reason) {
 void exit(exit_reason reason) {
   process& p = self_or_throw("exit");
   die(p, std::move(reason));
+}
+
+void stop(exit_reason reason) {
+  process& p = self_or_throw("stop");
+  if (!p.body->is_handler) die(p, std::move(reason));
+  if (!p.stop_requested) {
+    p.stop_requested = true;
+    if (!reason.is_normal()) p.relations().pending_exit = std::move(reason);
+  }
 }
 
 bool is_alive(pid id) {

@@ -101,6 +101,8 @@ struct process {
   bool timed_out = false;
   bool started = false;           // a handler process ran its init
   bool awaiting_timeout = false;  // the current receive armed a timer
+  bool stop_requested = false;    // handler process: stop() was called
+                                  // (reason in rel->pending_exit unless normal)
   std::atomic<bool> timer_target{false};  // some timer may target it
   std::atomic<bool> registered{false};    // the registry may hold a name for it
 #if defined(EMBER_ASAN)

@@ -60,8 +60,13 @@ bool trap_exit(bool on);
 // Sends `target` an exit signal. kill cannot be trapped and ends the target
 // with reason killed; normal is ignored by a target unless it is the caller.
 void exit(pid target, exit_reason reason);
-// Ends the calling process with `reason`, unwinding its stack.
+// Ends the calling process with `reason`, unwinding its stack (by a C++
+// exception: microseconds).
 [[noreturn]] void exit(exit_reason reason);
+// In a handler process: ends it with `reason` when the current handler call
+// returns, without unwinding anything (as gen_server's {stop, Reason}); the
+// cheap way to stop. In a function process: the same as exit(reason).
+void stop(exit_reason reason = exit_reason::normal());
 
 // True if `p` names a live process on this node.
 bool is_alive(pid p);
