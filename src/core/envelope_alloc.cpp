@@ -19,18 +19,11 @@ struct free_block {
   free_block* next;
 };
 
+// Trivially destructible, so that access needs no TLS init guard; threads
+// that ran processes give their blocks back with envelope_cache_release().
 struct envelope_cache {
-  free_block* lists[classes] = {};
-  std::size_t counts[classes] = {};
-  ~envelope_cache() {
-    for (auto*& head : lists) {
-      while (head) {
-        free_block* b = head;
-        head = b->next;
-        ::operator delete(b);
-      }
-    }
-  }
+  free_block* lists[classes];
+  std::size_t counts[classes];
 };
 
 #if defined(EMBER_ASAN) || defined(EMBER_TSAN)
@@ -41,6 +34,17 @@ constexpr bool cached = true;
 
 __attribute__((tls_model("initial-exec"))) thread_local envelope_cache tl_cache;
 }  // namespace
+
+void envelope_cache_release() noexcept {
+  envelope_cache& cache = tl_cache;
+  for (std::size_t c = 0; c < classes; ++c) {
+    while (free_block* b = cache.lists[c]) {
+      cache.lists[c] = b->next;
+      ::operator delete(b);
+    }
+    cache.counts[c] = 0;
+  }
+}
 
 void* envelope_allocate(std::size_t size) {
   std::size_t c = (size - 1) / class_bytes;

@@ -48,6 +48,7 @@ void deliver(node& n, pid to, envelope* e) noexcept;       // send, no reduction
 void push_referenced(node& n, process* p, pid to, envelope* e) noexcept;  // p acquired
 void finalize(node& n, process* p) noexcept;               // last reference gone
 void release_ref(node& n, process* p) noexcept;            // release + finalize
+void envelope_cache_release() noexcept;                     // at thread exit
 void function_entry(transfer_t t) noexcept;                // base of a function process
 void handler_entry(transfer_t t) noexcept;                 // base of a handler turn
 // Ends a process that cannot get a stack to run on (on the caller's stack).

@@ -154,9 +154,11 @@ void scheduler::loop() {
   tl_scheduler = this;
   set_current_node(&rt);
   home_.tsan_fiber = sanitizers::current_fiber();
+  eh_ = thread_eh();  // per thread, fixed: look it up once
   while (process* p = find_work()) execute(p);
   rt.stacks.drain(stacks);
   rt.table.drain(slots);
+  envelope_cache_release();
   set_current_node(nullptr);
   tl_scheduler = nullptr;
 }
@@ -234,7 +236,7 @@ process* scheduler::find_work() noexcept {
 }
 
 void scheduler::resume(process* p) noexcept {
-  eh_globals* eh = thread_eh();
+  eh_globals* eh = static_cast<eh_globals*>(eh_);
   eh_globals saved = *eh;
   eh->caught = p->eh_caught;
   eh->uncaught = p->eh_uncaught;

@@ -68,6 +68,7 @@ class scheduler {
   void stop_spinning() noexcept;
 
   switch_point home_;
+  void* eh_ = nullptr;  // this thread's C++ exception globals
   bool spinning_ = false;
   std::uint64_t tick_ = 0;
   std::uint64_t rng_;

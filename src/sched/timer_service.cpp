@@ -123,6 +123,8 @@ void timer_service::run() {
     due.clear();
     lock.lock();
   }
+  lock.unlock();
+  envelope_cache_release();
 }
 
 }  // namespace ember::detail
