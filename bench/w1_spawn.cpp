@@ -6,7 +6,8 @@
 //
 // Two kinds, each run in its own child process (fresh heap, fresh RSS) unless
 // one is named:
-//   kind=handler   ember::spawn(ember::handler(state)): idle, a control block.
+//   kind=handler   ember::spawn(ember::handler(state)): idle, a control block;
+//                  on `stop` it calls ember::stop() (no unwinding).
 //   kind=function  ember::spawn(fn) blocked in receive: idle, a guarded stack
 //                  (two kernel mappings), so n = min(N, (max_map_count-10000)/2).
 //
@@ -47,7 +48,7 @@ struct idle_handler {
   void operator()(ember::message& m) {
     if (m.is<stop>()) {
       g.stopped.fetch_add(1, std::memory_order_relaxed);
-      ember::exit(ember::exit_reason::normal());
+      ember::stop();
     }
   }
 };

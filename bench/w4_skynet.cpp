@@ -7,8 +7,9 @@
 //
 // Two variants, each run in its own child process unless one is named:
 //   variant=handler   nodes are handler processes: init() spawns the 10
-//                     children (a leaf replies and exits in init), the
-//                     handler sums replies and exits after the 10th.
+//                     children (a leaf replies and stops in init), the
+//                     handler sums replies and stops after the 10th
+//                     (ember::stop: ends when the handler returns).
 //   variant=function  nodes are function processes (spawn, receive 10,
 //                     reply, return). They may all be alive at once, each
 //                     with a guarded stack (two kernel mappings): if
@@ -43,7 +44,8 @@ struct handler_node {
   void init() {
     if (size == 1) {
       ember::send(parent, std::int64_t{num});
-      ember::exit(ember::exit_reason::normal());
+      ember::stop();
+      return;
     }
     const ember::pid me = ember::self();
     const std::int64_t sub = size / fan_out;
@@ -53,7 +55,7 @@ struct handler_node {
     sum += m.get<std::int64_t>();
     if (++replies == fan_out) {
       ember::send(parent, std::int64_t{sum});
-      ember::exit(ember::exit_reason::normal());
+      ember::stop();
     }
   }
 };
