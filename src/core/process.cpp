@@ -216,9 +216,10 @@ bool drain_slow(node& n, process& p) {
   rethrow_if_dying(p);
   envelope* e = p.mbox.take_all();
   if (!e) return false;
+  const std::uint32_t generation = p.generation() & process_table::gen_mask;
   while (e) {
     envelope* next = e->next;
-    if (e->to_generation != (p.generation() & process_table::gen_mask)) {
+    if (e->to_generation != generation) {
       e->destroy(e);  // sent to an earlier process of this slot
     } else if (e->signal == sig_none) {
       p.mbox.append(e);
@@ -517,7 +518,12 @@ spawned spawn_body(node* n, process_body* body, const spawn_options& opts, spawn
 receive_outcome receive_match(match_fn match, std::int64_t timeout_ns) {
   process& p = self_or_throw("receive");
   node& n = *current_node();
-  drain(n, p);
+  // Messages already in the private queue arrived before anything still
+  // incoming, so a match there is the first match: scan it before touching
+  // the incoming head, a cache line that senders keep writing. Drain first
+  // when the private queue is empty, and every 64th receive so that signals
+  // (kill) are not held back behind a long backlog.
+  if (!p.mbox.first || (++p.receive_tick & 63) == 0) drain(n, p);
   envelope* prev = nullptr;
   envelope* cur = p.mbox.first;
   std::uint64_t timer = 0;

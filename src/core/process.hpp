@@ -101,6 +101,7 @@ struct process {
   bool timed_out = false;
   bool started = false;           // a handler process ran its init
   bool awaiting_timeout = false;  // the current receive armed a timer
+  std::uint8_t receive_tick = 0;  // counts receives between forced drains
   bool stop_requested = false;    // handler process: stop() was called
                                   // (reason in rel->pending_exit unless normal)
   std::atomic<bool> timer_target{false};  // some timer may target it
