@@ -112,10 +112,14 @@ process& arrive(transfer_t t) {
 
 bool dying(const process& p) { return p.rel && p.rel->dying; }
 
-[[noreturn]] void die(process& p, exit_reason reason) {
+void mark_dying(process& p, exit_reason reason) {
   auto& r = p.relations();
   r.dying = true;
-  r.pending_exit = reason;
+  r.pending_exit = std::move(reason);
+}
+
+[[noreturn]] void die(process& p, exit_reason reason) {
+  mark_dying(p, reason);
   throw exit_unwind{std::move(reason)};
 }
 
@@ -158,7 +162,32 @@ bool erase_ref(std::vector<std::pair<monitor_ref, pid>>& v, monitor_ref ref, pid
   return false;
 }
 
-// Applies one signal to a live process. May end it (throws exit_unwind).
+// The exit path's view of a chain of envelopes: link and monitor changes
+// still count (whoever linked or monitored hears the real reason), the
+// rest is dropped.
+void absorb_for_exit(process& p, envelope* e) noexcept {
+  while (e) {
+    envelope* next = e->next;
+    if (e->signal == sig_link || e->signal == sig_unlink || e->signal == sig_monitor ||
+        e->signal == sig_demonitor) {
+      auto* s = static_cast<signal_envelope*>(e);
+      auto& r = p.relations();
+      if (e->signal == sig_link) {
+        if (std::find(r.links.begin(), r.links.end(), s->s.from) == r.links.end()) r.links.push_back(s->s.from);
+      } else if (e->signal == sig_unlink) {
+        erase_first(r.links, s->s.from);
+      } else if (e->signal == sig_monitor) {
+        r.monitored_by.emplace_back(s->s.ref, s->s.from);
+      } else {
+        erase_ref(r.monitored_by, s->s.ref);
+      }
+    }
+    e->destroy(e);
+    e = next;
+  }
+}
+
+// Applies one signal to a live process. May mark it dying.
 void apply_signal(node& n, process& p, signal_envelope* s) {
   std::unique_ptr<envelope, envelope_deleter> owned(s);
   signal_payload& sig = s->s;
@@ -194,16 +223,16 @@ void apply_signal(node& n, process& p, signal_envelope* s) {
         *it = links.back();
         links.pop_back();
       }
-      if (sig.reason.is(exit_reason::kind::kill) && !sig.linked) die(p, exit_reason::killed());
+      if (sig.reason.is(exit_reason::kind::kill) && !sig.linked) return mark_dying(p, exit_reason::killed());
       if (p.trap_exit) {
         p.mbox.append(make_envelope(exit_signal{sig.from, std::move(sig.reason)}));
         return;
       }
       if (sig.reason.is_normal()) {
-        if (sig.from == self_pid(n, p)) die(p, exit_reason::normal());
+        if (sig.from == self_pid(n, p)) mark_dying(p, exit_reason::normal());
         return;
       }
-      die(p, std::move(sig.reason));
+      return mark_dying(p, std::move(sig.reason));
     }
     default:
       return;
@@ -212,7 +241,13 @@ void apply_signal(node& n, process& p, signal_envelope* s) {
 
 // Moves what arrived into the private queue, applying signals. Returns true
 // if anything arrived.
-bool drain_slow(node& n, process& p) {
+enum class on_exit_signal : std::uint8_t { unwind, report };
+
+// Moves what arrived into the private queue, applying signals. Returns true
+// if anything arrived. A signal that ends the process either throws
+// exit_unwind (user frames are on the stack: unwind them) or, for a handler
+// process between messages, just leaves it marked dying (no exception).
+bool drain_slow(node& n, process& p, on_exit_signal mode = on_exit_signal::unwind) {
   rethrow_if_dying(p);
   envelope* e = p.mbox.take_all();
   if (!e) return false;
@@ -224,16 +259,11 @@ bool drain_slow(node& n, process& p) {
     } else if (e->signal == sig_none) {
       p.mbox.append(e);
     } else {
-      try {
-        apply_signal(n, p, static_cast<signal_envelope*>(e));
-      } catch (exit_unwind&) {
-        // Keep what is left for the exit path to answer.
-        while (next) {
-          envelope* rest = next->next;
-          if (next->signal == sig_none) next->destroy(next); else p.mbox.append(next);
-          next = rest;
-        }
-        throw;
+      apply_signal(n, p, static_cast<signal_envelope*>(e));
+      if (dying(p)) {
+        absorb_for_exit(p, next);  // what is left: for the exit path to answer
+        if (mode == on_exit_signal::unwind) throw exit_unwind{p.rel->pending_exit};
+        return true;
       }
     }
     e = next;
@@ -275,26 +305,7 @@ void do_exit(node& n, process& p, exit_reason reason) noexcept {
   }
   // Signals that arrived before the alive bit went: apply the relation
   // changes so every watcher hears the real reason; drop the rest.
-  envelope* e = p.mbox.take_all();
-  while (e) {
-    envelope* next = e->next;
-    if (e->signal == sig_link || e->signal == sig_unlink || e->signal == sig_monitor ||
-        e->signal == sig_demonitor) {
-      auto* s = static_cast<signal_envelope*>(e);
-      auto& r = p.relations();
-      if (e->signal == sig_link) {
-        if (std::find(r.links.begin(), r.links.end(), s->s.from) == r.links.end()) r.links.push_back(s->s.from);
-      } else if (e->signal == sig_unlink) {
-        erase_first(r.links, s->s.from);
-      } else if (e->signal == sig_monitor) {
-        r.monitored_by.emplace_back(s->s.ref, s->s.from);
-      } else {
-        erase_ref(r.monitored_by, s->s.ref);
-      }
-    }
-    e->destroy(e);
-    e = next;
-  }
+  absorb_for_exit(p, p.mbox.take_all());
   destroy_chain(p.mbox.first);
   p.mbox.first = p.mbox.last = nullptr;
   p.mbox.private_count = 0;
@@ -359,7 +370,13 @@ turn_outcome run_handler_turn(node& n, process& p) {
     }
     unsigned handled = 0;
     for (;;) {
-      drain(n, p);
+      if (!p.mbox.incoming_empty()) {
+        drain_slow(n, p, on_exit_signal::report);
+        if (dying(p)) {  // an exit signal: no user frame to unwind
+          reason = p.rel->pending_exit;
+          break;
+        }
+      }
       envelope* e = p.mbox.first;
       if (!e) return turn_outcome::idle;
       if (handled >= n.options.handler_batch) {
