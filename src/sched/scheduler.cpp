@@ -5,7 +5,9 @@
 //   run queue   per scheduler: a `next` slot and a 512-entry ring
 //               (run_queue.hpp). Only the owner pushes; anyone may steal.
 //   inbox       per scheduler, a locked FIFO for processes placed there by
-//               other threads (spawn with a scheduler hint).
+//               other threads (spawn with a scheduler hint). Not stolen: a
+//               hinted process starts on its scheduler (it may be stolen
+//               later, once it has yielded to the ring).
 //   global      a locked FIFO for processes made runnable by threads that
 //               are not schedulers (main, timer thread) and for ring overflow.
 //
@@ -187,7 +189,6 @@ process* scheduler::steal_work() noexcept {
       steals.fetch_add(1, std::memory_order_relaxed);
       return p;
     }
-    if (process* p = victim.inbox.pop()) return p;
   }
   return nullptr;
 }
@@ -217,6 +218,10 @@ process* scheduler::find_work() noexcept {
     auto until = std::chrono::steady_clock::now() + spin_time;
     do {
       if (process* p = steal_work()) {
+        stop_spinning();
+        return p;
+      }
+      if (process* p = inbox.pop()) {
         stop_spinning();
         return p;
       }
