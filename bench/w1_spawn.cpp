@@ -125,7 +125,9 @@ int run(const std::string& kind, std::int64_t n) {
 }
 
 std::int64_t function_limit(std::int64_t n) {
-  return std::min<std::int64_t>(n, (bench::max_map_count() - 10000) / 2);
+  const unsigned per_stack = ember::runtime::mappings_per_stack();
+  if (per_stack == 0) return n;  // kernel guard regions: no mapping limit
+  return std::min<std::int64_t>(n, (bench::max_map_count() - 10000) / per_stack);
 }
 
 }  // namespace

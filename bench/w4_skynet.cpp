@@ -90,7 +90,7 @@ struct measurement {
 int run(const std::string& variant, std::int64_t leaves, std::int64_t nodes) {
   const std::string tag = "W4 variant=" + variant;
   const bool handler = variant == "handler";
-  if (!handler && 2 * nodes + 10000 > bench::max_map_count()) {
+  if (!handler && ember::runtime::mappings_per_stack() * nodes + 10000 > bench::max_map_count()) {
     BENCH_PRINT("RESULT W4 variant=function skipped=max_map_count\n");
     std::fprintf(stderr,
                  "ember_bench_w4: the function variant needs up to %lld stacks at once (2 mappings "

@@ -4,7 +4,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -14,9 +16,38 @@
 
 namespace ember::detail {
 
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102  // Linux 6.13; Debian 12's headers predate it
+#endif
+
 namespace {
 constexpr std::size_t page = 4096;
-constexpr std::size_t pool_cap = 16384;  // stacks kept mapped for reuse, shared
+
+// Guard pages: where the kernel has guard regions (MADV_GUARD_INSTALL,
+// Linux >= 6.13) the guard costs no mapping of its own, and adjacent stacks
+// merge into one kernel mapping, so vm.max_map_count stops limiting the
+// number of stacks. Elsewhere an mprotect-ed guard splits the mapping: two
+// per stack. Decided on first use.
+std::atomic<int> guard_regions_state{-1};  // -1 unknown, 0 no, 1 yes
+
+bool install_guard(void* base) {
+  if (guard_regions_state.load(std::memory_order_relaxed) != 0) {
+    if (::madvise(base, page, MADV_GUARD_INSTALL) == 0) {
+      guard_regions_state.store(1, std::memory_order_relaxed);
+      return true;
+    }
+    if (errno != EINVAL) return false;
+    guard_regions_state.store(0, std::memory_order_relaxed);
+  }
+  return ::mprotect(base, page, PROT_NONE) == 0;
+}
+// Stacks kept mapped for reuse. The first `warm_cap` keep their pages; past
+// that a returned stack's pages are given back lazily (MADV_FREE: cheap,
+// and the memory is reclaimed only under pressure), so a wave of a million
+// function processes leaves virtual address space, not RSS, behind, and
+// never pays a munmap per stack.
+constexpr std::size_t pool_cap = std::size_t(1) << 21;
+constexpr std::size_t warm_cap = 16384;
 constexpr std::size_t cache_cap = 64;    // per scheduler
 
 std::size_t round_up(std::size_t n) { return (n + page - 1) & ~(page - 1); }
@@ -31,12 +62,26 @@ std::string max_map_count() {
 [[noreturn]] void refuse(std::size_t mapping, const char* call, int err) {
   throw error(errc::system_limit,
               "spawn: cannot map a " + std::to_string(mapping / 1024) + " KiB process stack (" + call +
-                  ": " + std::strerror(err) + "). Each function-process stack takes 2 kernel mappings; "
-                  "vm.max_map_count is " + max_map_count() +
-                  ". For millions of function processes raise it (sysctl -w vm.max_map_count=4194304), "
+                  ": " + std::strerror(err) + "). On kernels without guard regions (Linux < 6.13) each "
+                  "function-process stack takes 2 kernel mappings and vm.max_map_count is " + max_map_count() +
+                  "; for millions of function processes raise it (sysctl -w vm.max_map_count=4194304), "
                   "or use handler processes, which hold no stack while idle.");
 }
 }  // namespace
+
+bool stack_pool::guard_regions() noexcept {
+  if (guard_regions_state.load(std::memory_order_relaxed) < 0) {
+    // Probe once on a scratch mapping.
+    void* probe = ::mmap(nullptr, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (probe != MAP_FAILED) {
+      bool yes = ::madvise(probe, page, MADV_GUARD_INSTALL) == 0;
+      ::munmap(probe, 2 * page);
+      int expected = -1;
+      guard_regions_state.compare_exchange_strong(expected, yes ? 1 : 0);
+    }
+  }
+  return guard_regions_state.load(std::memory_order_relaxed) == 1;
+}
 
 char* stack::bottom() const noexcept { return static_cast<char*>(base) + page; }
 
@@ -59,10 +104,10 @@ stack* stack_pool::map(std::size_t mapping) {
   void* base = ::mmap(nullptr, mapping, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (base == MAP_FAILED) refuse(mapping, "mmap", errno);
-  if (::mprotect(base, page, PROT_NONE) != 0) {
+  if (!install_guard(base)) {
     int err = errno;
     ::munmap(base, mapping);
-    refuse(mapping, "mprotect", err);
+    refuse(mapping, guard_regions_state.load(std::memory_order_relaxed) == 1 ? "madvise" : "mprotect", err);
   }
   auto* s = reinterpret_cast<stack*>(static_cast<char*>(base) + mapping - sizeof(stack));
   s->base = base;
@@ -97,6 +142,17 @@ stack* stack_pool::get(std::size_t requested) {
 void stack_pool::put(stack* s) noexcept {
   in_use_.fetch_sub(1, std::memory_order_relaxed);
   if (s->size == default_size_) {
+    bool cold;
+    {
+      std::lock_guard lock(mu_);
+      cold = free_count_ >= warm_cap;
+    }
+    if (cold) {
+      // Everything but the top page, which holds the stack's own header.
+      char* from = s->bottom();
+      char* to = reinterpret_cast<char*>(reinterpret_cast<std::uintptr_t>(s) & ~(page - 1));
+      if (to > from) ::madvise(from, std::size_t(to - from), MADV_FREE);
+    }
     std::lock_guard lock(mu_);
     if (free_count_ < pool_cap) {
       s->next = free_;

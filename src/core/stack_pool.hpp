@@ -1,7 +1,8 @@
-// Stacks of processes: mmap-ed, a guard page below, committed lazily by the
-// kernel, recycled through a pool (a per-scheduler cache in front of a
-// shared list) because mmap + mprotect cost microseconds and two
-// vm.max_map_count entries each.
+// Stacks of processes: mmap-ed, a guard page below (a kernel guard region
+// where available, else mprotect), committed lazily by the kernel, recycled
+// through a pool (a per-scheduler cache in front of a shared list) because
+// mapping a stack costs microseconds (and, without guard regions, two
+// vm.max_map_count entries).
 #pragma once
 
 #include <atomic>
@@ -46,6 +47,8 @@ class stack_pool {
   std::size_t in_use() const noexcept { return in_use_.load(std::memory_order_relaxed); }
   std::size_t pooled() const noexcept { return pooled_.load(std::memory_order_relaxed); }
   std::size_t default_size() const noexcept { return default_size_; }
+  // True if guard pages are kernel guard regions (no mapping of their own).
+  static bool guard_regions() noexcept;
 
  private:
   stack* map(std::size_t mapping);

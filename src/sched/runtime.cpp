@@ -84,6 +84,8 @@ void runtime::shutdown() {
   impl(node_).shutdown();
 }
 
+unsigned runtime::mappings_per_stack() { return detail::stack_pool::guard_regions() ? 0 : 2; }
+
 unsigned runtime::schedulers() const noexcept { return node_->options.schedulers; }
 
 std::size_t runtime::process_count() const noexcept {

@@ -20,7 +20,8 @@ struct spawn_options {
   // Stack size in bytes for a function process (0: the runtime's default).
   // Memory is committed lazily; only touched pages cost RAM.
   std::size_t stack_size = 0;
-  // Preferred scheduler index (-1: the spawner's own scheduler).
+  // The scheduler the process starts on (-1: the spawner's own; from a
+  // thread that is not a scheduler, whichever is free).
   int scheduler = -1;
 };
 

@@ -84,6 +84,11 @@ class runtime {
   // process computing without ever calling the runtime delays it.
   void shutdown();
 
+  // Kernel mappings that one function-process stack costs against
+  // vm.max_map_count: 0 where the kernel has guard regions (Linux >= 6.13:
+  // adjacent stacks merge into one mapping), else 2 (stack and guard page).
+  static unsigned mappings_per_stack();
+
   unsigned schedulers() const noexcept;
   std::size_t process_count() const noexcept;
   runtime_stats stats() const;
