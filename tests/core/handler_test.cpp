@@ -282,6 +282,62 @@ TEST_P(handlers, message_get_of_another_type_throws_bad_message_type) {
   EXPECT_EQ(out.get(), "is<int>=1 is<double>=0 get_if<double>=null bad_message_type type=int");
 }
 
+TEST_P(handlers, stop_ends_a_handler_process_when_the_current_handler_call_returns) {
+  // Unlike exit(reason), stop does not unwind: the rest of the handler call
+  // runs, and no later message is handled.
+  struct stopper {
+    inbox<std::string> log;
+    void operator()(message& m) {
+      int v = m.get<int>();
+      log.put("handling " + std::to_string(v));
+      if (v == 1) {
+        ember::send(ember::self(), 2);  // queued, never handled
+        ember::stop("stopped after 1");
+        log.put("after stop");
+      }
+    }
+  };
+  inbox<std::string> log;
+  watched w = spawn_watched(rt(), ember::handler(stopper{log}));
+  rt().send(w.id, 1);
+  EXPECT_EQ(exit_of(w), exit_reason("stopped after 1"));
+  EXPECT_EQ(log.take(), "handling 1");
+  EXPECT_EQ(log.take(), "after stop");
+  EXPECT_EQ(log.size(), 0u) << "a message after stop was handled";
+}
+
+TEST_P(handlers, stop_without_a_reason_ends_the_handler_process_normally) {
+  watched w = spawn_watched(rt(), ember::handler([](message&) { ember::stop(); }));
+  rt().send(w.id, 0);
+  EXPECT_TRUE(exit_of(w).is_normal());
+}
+
+TEST_P(handlers, stop_from_init_ends_the_handler_process_before_any_message) {
+  struct stops_in_init {
+    inbox<int> handled;
+    void init() { ember::stop("refused to start"); }
+    void operator()(message&) { handled.put(1); }
+  };
+  inbox<int> handled;
+  watched w = spawn_watched(rt(), ember::handler(stops_in_init{handled}));
+  rt().send(w.id, 0);
+  EXPECT_EQ(exit_of(w), exit_reason("refused to start"));
+  EXPECT_EQ(handled.size(), 0u);
+}
+
+TEST_P(handlers, stop_in_a_function_process_is_exit) {
+  destructor_counter dtors;
+  inbox<std::string> log;
+  watched w = spawn_watched(rt(), [dtors, log] {
+    auto g = dtors.make();
+    ember::stop("function stop");
+    log.put("after stop");
+  });
+  EXPECT_EQ(exit_of(w), exit_reason("function stop"));
+  EXPECT_EQ(dtors.value(), 1);
+  EXPECT_EQ(log.size(), 0u) << "code after stop ran in a function process";
+}
+
 EMBER_TEST_WITH_SCHEDULER_COUNTS(handlers);
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -210,6 +211,73 @@ TEST_P(messages, message_sent_before_the_sender_exits_is_delivered) {
   });
   EXPECT_EQ(got.get(), 1234);
   EXPECT_EQ(exit_of(sender).exception_type(), "std::runtime_error");
+}
+
+TEST_P(messages, messages_and_exit_signals_from_one_sender_arrive_in_send_order) {
+  // Erlang orders all signals between a pair of processes: a trapping
+  // receiver sees the exit signal between the messages sent around it.
+  oneshot<void> trapping;
+  oneshot<std::vector<std::string>> seen;
+  pid receiver = rt().spawn([trapping, seen] {
+    ember::trap_exit(true);
+    trapping.set();
+    std::vector<std::string> out;
+    for (int i = 0; i < 5; ++i) {
+      out.push_back(ember::receive(
+          [](int v) { return std::to_string(v); },
+          [](ember::exit_signal s) { return "exit " + s.reason.to_string(); }));
+    }
+    seen.set(out);
+  });
+  trapping.get();
+  in_process(rt(), [receiver] {
+    ember::send(receiver, 1);
+    ember::send(receiver, 2);
+    ember::exit(receiver, "between");
+    ember::send(receiver, 3);
+    ember::send(receiver, 4);
+  });
+  EXPECT_EQ(seen.get(), (std::vector<std::string>{"1", "2", "exit between", "3", "4"}));
+}
+
+TEST_P(messages, message_sent_before_exiting_arrives_before_the_down) {
+  auto got = in_process(rt(), [] {
+    pid me = ember::self();
+    std::vector<std::string> out;
+    for (int round = 0; round < 50; ++round) {
+      auto [c, ref] = ember::spawn_monitor([me] {
+        ember::send(me, 1);
+        ember::send(me, 2);
+      });
+      (void)c;
+      (void)ref;
+      std::string seq;
+      for (int i = 0; i < 3; ++i)
+        seq += ember::receive([](int v) { return std::to_string(v); },
+                              [](ember::down d) { return "down " + d.reason.to_string(); }) +
+               (i < 2 ? "," : "");
+      out.push_back(seq);
+    }
+    return out;
+  });
+  for (auto& seq : got) EXPECT_EQ(seq, "1,2,down normal");
+}
+
+TEST_P(messages, message_sent_before_a_crash_arrives_before_the_exit_signal) {
+  auto got = in_process(rt(), [] {
+    ember::trap_exit(true);
+    pid me = ember::self();
+    std::string seq;
+    ember::spawn_link([me] {
+      ember::send(me, 1);
+      throw std::runtime_error("after sending");
+    });
+    for (int i = 0; i < 2; ++i)
+      seq += ember::receive([](int v) { return std::to_string(v); },
+                            [](ember::exit_signal s) { return " exit " + std::string(s.reason.text()); });
+    return seq;
+  });
+  EXPECT_EQ(got, "1 exit after sending");
 }
 
 EMBER_TEST_WITH_SCHEDULER_COUNTS(messages);

@@ -70,6 +70,24 @@ TEST_P(names, a_process_can_register_another_process) {
   (void)child.get();
 }
 
+TEST_P(names, runtime_register_name_names_a_process_from_outside) {
+  pid p = rt().spawn([] { ember::receive([](int) {}); });
+  rt().register_name("from_outside", p);
+  EXPECT_EQ(rt().whereis("from_outside"), p);
+  EXPECT_EQ(thrown_code([&] { rt().register_name("from_outside", p); }), "name_taken");
+  pid q = rt().spawn([] { ember::receive([](int) {}); });
+  EXPECT_EQ(thrown_code([&] { rt().register_name("another", p); }), "already_registered");
+  rt().send("from_outside", 0);
+  rt().send(q, 0);
+}
+
+TEST_P(names, runtime_register_name_of_a_dead_process_throws_not_alive) {
+  watched dead = spawn_watched(rt(), [] {});
+  ASSERT_TRUE(exit_of(dead).is_normal());
+  EXPECT_EQ(thrown_code([&] { rt().register_name("ghost", dead.id); }), "not_alive");
+  EXPECT_FALSE(bool(rt().whereis("ghost")));
+}
+
 TEST_P(names, send_by_name_delivers_to_the_registered_process) {
   oneshot<std::string> got;
   oneshot<void> registered;

@@ -117,6 +117,30 @@ TEST_P(receiving, after_returns_its_value_when_nothing_matches_and_leaves_the_ma
   EXPECT_EQ(got.left, std::vector<std::string>{"string unmatched"});
 }
 
+TEST_P(receiving, after_timeout_is_not_restarted_by_messages_that_do_not_match) {
+  // A chatter keeps sending unmatched strings every few milliseconds; the
+  // receive's timeout still fires, counted from the start of the receive.
+  auto waited = in_process(rt(), [] {
+    pid me = ember::self();
+    pid chatter = ember::spawn([me] {
+      auto deadline = std::chrono::steady_clock::now() + 10s;
+      while (std::chrono::steady_clock::now() < deadline) {
+        ember::send(me, std::string("noise"));
+        bool stop = ember::receive([](int) { return true; }, after(5ms, [] { return false; }));
+        if (stop) return;
+      }
+    });
+    auto t0 = std::chrono::steady_clock::now();
+    int v = ember::receive([](double) { return 1; }, after(100ms, [] { return -1; }));
+    auto waited = std::chrono::steady_clock::now() - t0;
+    ember::send(chatter, 0);
+    ember::flush();
+    return v == -1 ? waited : std::chrono::steady_clock::duration::max();
+  });
+  EXPECT_GE(waited, 100ms);
+  EXPECT_LT(waited, 5s) << "the timeout was restarted by unmatched messages";
+}
+
 TEST_P(receiving, after_zero_polls_without_blocking) {
   auto got = in_process(rt(), [] {
     std::string r;

@@ -1,6 +1,7 @@
 // spawn, spawn_link, spawn_monitor, spawn options and self().
 #include <gtest/gtest.h>
 
+#include <map>
 #include <memory>
 #include <set>
 #include <stdexcept>
@@ -176,6 +177,36 @@ TEST_P(spawning, scheduler_hint_places_the_process_on_that_scheduler) {
   std::set<std::thread::id> distinct;
   for (unsigned i = 0; i < n; ++i) distinct.insert(threads.take());
   EXPECT_EQ(distinct.size(), n);
+}
+
+TEST_P(spawning, processes_hinted_to_one_scheduler_start_on_its_thread) {
+  // spawn_options::scheduler names the scheduler a process starts on: all
+  // processes hinted to index i start on one thread, and different indexes
+  // on different threads.
+  const unsigned n = rt().schedulers();
+  inbox<std::pair<unsigned, std::thread::id>> starts;
+  auto spawn_all = [n, starts] {
+    for (int round = 0; round < 3; ++round) {
+      for (unsigned i = 0; i < n; ++i) {
+        ember::spawn_options o;
+        o.scheduler = int(i);
+        ember::spawn([starts, i] { starts.put({i, std::this_thread::get_id()}); }, o);
+      }
+    }
+  };
+  in_process(rt(), spawn_all);  // from a process
+  std::map<unsigned, std::set<std::thread::id>> by_index;
+  for (unsigned k = 0; k < 3 * n; ++k) {
+    auto [i, t] = starts.take();
+    by_index[i].insert(t);
+  }
+  std::set<std::thread::id> all;
+  for (auto& [i, threads] : by_index) {
+    EXPECT_EQ(threads.size(), 1u) << "processes hinted to scheduler " << i << " started on "
+                                  << threads.size() << " threads";
+    all.insert(threads.begin(), threads.end());
+  }
+  EXPECT_EQ(all.size(), n) << "each scheduler index is its own thread";
 }
 
 TEST_P(spawning, many_processes_run_concurrently_and_all_finish) {

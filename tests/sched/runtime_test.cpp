@@ -6,6 +6,7 @@
 #include <atomic>
 #include <memory>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -197,6 +198,41 @@ TEST_P(runtime_basics, is_alive_follows_a_process_life) {
   rt().send(p, 0);
   rt().wait();
   EXPECT_FALSE(rt().is_alive(p));
+}
+
+TEST_P(runtime_basics, yield_lets_other_processes_run) {
+  // As many yielding waiters as schedulers: the process that releases them
+  // runs only if yield gives the scheduler away.
+  const unsigned n = GetParam();
+  auto released = std::make_shared<std::atomic<bool>>(false);
+  inbox<int> done;
+  inbox<int> spinning;
+  for (unsigned i = 0; i < n; ++i) {
+    rt().spawn([released, done, spinning] {
+      spinning.put(1);
+      auto deadline = std::chrono::steady_clock::now() + 10s;
+      while (!released->load() && std::chrono::steady_clock::now() < deadline) ember::yield();
+      done.put(released->load() ? 1 : 0);
+    });
+  }
+  for (unsigned i = 0; i < n; ++i) spinning.take();
+  rt().spawn([released] { released->store(true); });
+  int ok = 0;
+  for (unsigned i = 0; i < n; ++i) ok += done.take();
+  EXPECT_EQ(ok, int(n));
+}
+
+TEST_P(runtime_basics, child_process_outlives_its_parent) {
+  // Without a link, a parent's exit (even a crash) leaves its child alone.
+  oneshot<pid> child;
+  watched parent = spawn_watched(rt(), [child] {
+    child.set(ember::spawn([] { ember::receive([](int) {}); }));
+    throw std::runtime_error("parent crashed");
+  });
+  EXPECT_EQ(exit_of(parent).text(), "parent crashed");
+  pid c = child.get();
+  EXPECT_TRUE(rt().is_alive(c));
+  rt().send(c, 0);
 }
 
 EMBER_TEST_WITH_SCHEDULER_COUNTS(runtime_basics);
