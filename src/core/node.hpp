@@ -25,8 +25,7 @@ struct node {
   registry names;
   std::atomic<std::uint64_t> next_ref{1};
   std::atomic<std::int64_t> live{0};
-  std::atomic<std::uint64_t> spawned{0};
-  std::atomic<std::uint64_t> exited{0};
+  std::atomic<std::uint64_t> spawned_outside{0};  // spawns by non-scheduler threads
   std::atomic<bool> stopping{false};
 
   // p became runnable: its mailbox push saw WAITING, or it was just spawned
@@ -41,6 +40,8 @@ struct node {
   virtual void cancel_timers_for(pid p) noexcept = 0;
   // A process finished exiting (its stack released, its self-reference gone).
   virtual void process_exited() noexcept = 0;
+  // Counts a spawn (per scheduler: no shared read-modify-write).
+  virtual void count_spawn() noexcept = 0;
 };
 
 // Runtime-side process operations (src/core/process.cpp).

@@ -522,7 +522,7 @@ spawned spawn_body(node* n, process_body* body, const spawn_options& opts, spawn
     parent->relations().monitors.emplace_back(out.ref, child);
   }
   nd.live.fetch_add(1, std::memory_order_relaxed);
-  nd.spawned.fetch_add(1, std::memory_order_relaxed);
+  nd.count_spawn();
   bool run_now = !body->is_handler || body->has_init;
   p->mbox.reset(!run_now);
   std::uint64_t gen = p->life.load(std::memory_order_relaxed) >> 32;

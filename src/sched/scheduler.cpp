@@ -427,8 +427,16 @@ bool runtime_node::cancel_timer(std::uint64_t id) noexcept { return timers_.canc
 
 void runtime_node::cancel_timers_for(pid p) noexcept { timers_.cancel_for(p); }
 
+void runtime_node::count_spawn() noexcept {
+  scheduler* s = scheduler::current();
+  if (s && &s->rt == this) {
+    s->spawned.store(s->spawned.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  } else {
+    spawned_outside.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
 void runtime_node::process_exited() noexcept {
-  exited.fetch_add(1, std::memory_order_relaxed);
   if (live.fetch_sub(1, std::memory_order_acq_rel) == 1) {
     std::lock_guard lock(done_mu_);
     done_cv_.notify_all();
@@ -479,8 +487,9 @@ void runtime_node::shutdown() {
 runtime_stats runtime_node::stats() const {
   runtime_stats st;
   st.processes = std::size_t(std::max<std::int64_t>(0, live.load(std::memory_order_acquire)));
-  st.spawned = spawned.load(std::memory_order_relaxed);
-  st.exited = exited.load(std::memory_order_relaxed);
+  st.spawned = spawned_outside.load(std::memory_order_relaxed);
+  for (auto& s : scheds) st.spawned += s->spawned.load(std::memory_order_relaxed);
+  st.exited = st.spawned >= st.processes ? st.spawned - st.processes : 0;
   st.stacks_in_use = stacks.in_use();
   st.stacks_pooled = stacks.pooled();
   st.timers_pending = timers_.pending();

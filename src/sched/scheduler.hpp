@@ -52,6 +52,7 @@ class scheduler {
   process_table::slot_cache slots;
   stack_pool::cache stacks;
   std::atomic<std::uint64_t> steals{0};
+  std::atomic<std::uint64_t> spawned{0};  // written by the owner only
 
   // Parking: guarded by runtime_node::idle_mu_.
   bool parked = false;
@@ -87,6 +88,7 @@ class runtime_node final : public node {
   bool cancel_timer(std::uint64_t id) noexcept override;
   void cancel_timers_for(pid p) noexcept override;
   void process_exited() noexcept override;
+  void count_spawn() noexcept override;
 
   void wait();
   bool wait_for(std::chrono::nanoseconds limit);
