@@ -114,38 +114,36 @@ stack* stack_pool::map(std::size_t mapping) {
   s->size = mapping;
   s->next = nullptr;
   s->tsan_fiber = sanitizers::create_fiber();
+  mapped_.fetch_add(1, std::memory_order_relaxed);
   return s;
 }
 
 void stack_pool::unmap(stack* s) noexcept {
+  mapped_.fetch_sub(1, std::memory_order_relaxed);
   sanitizers::destroy_fiber(s->tsan_fiber);
   ::munmap(s->base, s->size);
 }
 
 stack* stack_pool::get(std::size_t requested) {
   std::size_t mapping = mapping_size(requested);
-  stack* s = nullptr;
   if (mapping == default_size_) {
     std::lock_guard lock(mu_);
     if (free_) {
-      s = free_;
+      stack* s = free_;
       free_ = s->next;
-      --free_count_;
-      pooled_.fetch_sub(1, std::memory_order_relaxed);
+      free_count_.store(free_count_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+      return s;
     }
   }
-  if (!s) s = map(mapping);
-  in_use_.fetch_add(1, std::memory_order_relaxed);
-  return s;
+  return map(mapping);
 }
 
 void stack_pool::put(stack* s) noexcept {
-  in_use_.fetch_sub(1, std::memory_order_relaxed);
   if (s->size == default_size_) {
     bool cold;
     {
       std::lock_guard lock(mu_);
-      cold = free_count_ >= warm_cap;
+      cold = free_count_.load(std::memory_order_relaxed) >= warm_cap;
     }
     if (cold) {
       // Everything but the top page, which holds the stack's own header.
@@ -154,36 +152,35 @@ void stack_pool::put(stack* s) noexcept {
       if (to > from) ::madvise(from, std::size_t(to - from), MADV_FREE);
     }
     std::lock_guard lock(mu_);
-    if (free_count_ < pool_cap) {
+    std::size_t n = free_count_.load(std::memory_order_relaxed);
+    if (n < pool_cap) {
       s->next = free_;
       free_ = s;
-      ++free_count_;
-      pooled_.fetch_add(1, std::memory_order_relaxed);
+      free_count_.store(n + 1, std::memory_order_relaxed);
       return;
     }
   }
   unmap(s);
 }
 
+// Cache hits touch no shared memory: the counts a cache keeps are its
+// owner's, published with plain relaxed stores for stats readers.
 stack* stack_pool::get(cache& c, std::size_t requested) {
   if (c.head && mapping_size(requested) == default_size_) {
     stack* s = c.head;
     c.head = s->next;
-    --c.count;
-    pooled_.fetch_sub(1, std::memory_order_relaxed);
-    in_use_.fetch_add(1, std::memory_order_relaxed);
+    c.count.store(c.count.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
     return s;
   }
   return get(requested);
 }
 
 void stack_pool::put(cache& c, stack* s) noexcept {
-  if (s->size == default_size_ && c.count < cache_cap) {
-    in_use_.fetch_sub(1, std::memory_order_relaxed);
-    pooled_.fetch_add(1, std::memory_order_relaxed);
+  std::size_t n = c.count.load(std::memory_order_relaxed);
+  if (s->size == default_size_ && n < cache_cap) {
     s->next = c.head;
     c.head = s;
-    ++c.count;
+    c.count.store(n + 1, std::memory_order_relaxed);
     return;
   }
   put(s);
@@ -193,11 +190,9 @@ void stack_pool::drain(cache& c) noexcept {
   while (c.head) {
     stack* s = c.head;
     c.head = s->next;
-    --c.count;
-    pooled_.fetch_sub(1, std::memory_order_relaxed);
-    in_use_.fetch_add(1, std::memory_order_relaxed);
     put(s);
   }
+  c.count.store(0, std::memory_order_relaxed);
 }
 
 }  // namespace ember::detail

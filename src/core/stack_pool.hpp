@@ -38,28 +38,28 @@ class stack_pool {
   // A small per-thread cache (one per scheduler) in front of the pool.
   struct cache {
     stack* head = nullptr;
-    std::size_t count = 0;
+    std::atomic<std::size_t> count{0};  // written by the owner only
   };
   stack* get(cache& c, std::size_t requested);
   void put(cache& c, stack* s) noexcept;
   void drain(cache& c) noexcept;
 
-  std::size_t in_use() const noexcept { return in_use_.load(std::memory_order_relaxed); }
-  std::size_t pooled() const noexcept { return pooled_.load(std::memory_order_relaxed); }
+  // Stacks mapped now, and those in the shared list (caches keep their own count).
+  std::size_t mapped() const noexcept { return mapped_.load(std::memory_order_relaxed); }
+  std::size_t pooled_shared() const noexcept { return free_count_.load(std::memory_order_relaxed); }
   std::size_t default_size() const noexcept { return default_size_; }
   // True if guard pages are kernel guard regions (no mapping of their own).
   static bool guard_regions() noexcept;
 
  private:
   stack* map(std::size_t mapping);
-  static void unmap(stack* s) noexcept;
+  void unmap(stack* s) noexcept;
 
   std::size_t default_size_;  // mapping size of a default stack
   std::mutex mu_;
   stack* free_ = nullptr;     // default-size stacks only
-  std::size_t free_count_ = 0;
-  std::atomic<std::size_t> in_use_{0};
-  std::atomic<std::size_t> pooled_{0};
+  std::atomic<std::size_t> free_count_{0};  // written under mu_
+  std::atomic<std::size_t> mapped_{0};
 };
 
 }  // namespace ember::detail

@@ -386,7 +386,7 @@ bool runtime_node::park(scheduler& s) noexcept {
   // An idle scheduler spawns nothing: its free slots and stacks are better
   // off where busy schedulers (and other threads) can take them.
   if (!s.slots.free.empty()) table.drain(s.slots);
-  if (s.stacks.count) stacks.drain(s.stacks);
+  if (s.stacks.head) stacks.drain(s.stacks);
   {
     std::lock_guard lock(idle_mu_);
     s.parked = true;
@@ -490,8 +490,11 @@ runtime_stats runtime_node::stats() const {
   st.spawned = spawned_outside.load(std::memory_order_relaxed);
   for (auto& s : scheds) st.spawned += s->spawned.load(std::memory_order_relaxed);
   st.exited = st.spawned >= st.processes ? st.spawned - st.processes : 0;
-  st.stacks_in_use = stacks.in_use();
-  st.stacks_pooled = stacks.pooled();
+  std::size_t pooled = stacks.pooled_shared();
+  for (auto& s : scheds) pooled += s->stacks.count.load(std::memory_order_relaxed);
+  std::size_t mapped = stacks.mapped();
+  st.stacks_pooled = pooled;
+  st.stacks_in_use = mapped >= pooled ? mapped - pooled : 0;
   st.timers_pending = timers_.pending();
   for (auto& s : scheds) st.steals += s->steals.load(std::memory_order_relaxed);
   st.names = names.size();
