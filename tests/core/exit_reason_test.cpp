@@ -138,11 +138,7 @@ TEST_P(exit_reasons, uncaught_exception_exits_with_its_type_and_what) {
 }
 
 TEST_P(exit_reasons, uncaught_exception_of_a_user_type_names_the_dynamic_type) {
-  watched w = spawn_watched(rt(), [] {
-    std::vector<int> deep(10, 1);
-    (void)deep;
-    throw reason_test_types::custom_error("custom failure");
-  });
+  watched w = spawn_watched(rt(), [] { throw reason_test_types::custom_error("custom failure"); });
   exit_reason r = exit_of(w);
   EXPECT_TRUE(r.is(kind::exception)) << r;
   EXPECT_EQ(r.exception_type(), "reason_test_types::custom_error");
