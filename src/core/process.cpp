@@ -535,6 +535,9 @@ spawned spawn_body(node* n, process_body* body, const spawn_options& opts, spawn
 receive_outcome receive_match(match_fn match, std::int64_t timeout_ns) {
   process& p = self_or_throw("receive");
   node& n = *current_node();
+  // Charged first: a yield here may end the process (an exit signal), which
+  // must not happen while it holds an envelope taken off its queue.
+  charge(n, p, 1);
   // Messages already in the private queue arrived before anything still
   // incoming, so a match there is the first match: scan it before touching
   // the incoming head, a cache line that senders keep writing. Drain first
@@ -554,7 +557,6 @@ receive_outcome receive_match(match_fn match, std::int64_t timeout_ns) {
           n.cancel_timer(timer);
           p.awaiting_timeout = false;
         }
-        charge(n, p, 1);
         return {cur, index};
       }
     }

@@ -329,7 +329,8 @@ stack_pool::cache* runtime_node::local_stacks() noexcept {
 void runtime_node::make_runnable(process* p, int hint) noexcept {
   scheduler* s = scheduler::current();
   if (s && &s->rt != this) s = nullptr;
-  if (hint >= 0 && (!s || int(s->index) != hint)) {
+  if (hint >= 0) {
+    // Through the inbox even when it is our own: the ring can be stolen from.
     scheduler& target = *scheds[hint];
     target.inbox.push(p);
     wake(target);
