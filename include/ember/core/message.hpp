@@ -57,9 +57,7 @@ struct envelope {
   static void* operator new(std::size_t size) { return envelope_allocate(size); }
   static void operator delete(void* p, std::size_t size) noexcept { envelope_free(p, size); }
   static void* operator new(std::size_t size, std::align_val_t a) { return ::operator new(size, a); }
-  static void operator delete(void* p, std::size_t size, std::align_val_t a) noexcept {
-    ::operator delete(p, size, a);
-  }
+  static void operator delete(void* p, std::size_t, std::align_val_t a) noexcept { ::operator delete(p, a); }
 
   envelope* next = nullptr;
   type_key key = nullptr;

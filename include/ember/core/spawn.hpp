@@ -104,7 +104,10 @@ process_body* make_body(handler_spec<F>& h) {
 }  // namespace detail
 
 // Starts a process on the caller's scheduler (inside a process; outside,
-// use runtime::spawn). Throws error(system_limit) if no stack can be mapped.
+// use runtime::spawn). Throws error(system_limit) if no stack can be mapped,
+// error(invalid_argument) for a stack_size outside [16 KiB, 1 GiB] (0 is the
+// default) or a scheduler index out of range, error(runtime_stopped) once
+// the runtime shuts down.
 template <class F>
 pid spawn(F&& f, const spawn_options& opts = {}) {
   return detail::spawn_body(nullptr, detail::make_body(std::forward<F>(f)), opts,

@@ -21,8 +21,8 @@ namespace ember {
 struct runtime_options {
   // Scheduler threads; 0 means one per core.
   unsigned schedulers = 0;
-  // Default stack size of a function process (bytes, rounded up to pages).
-  // Virtual: the kernel commits pages only when touched.
+  // Default stack size of a function process, in bytes: 16 KiB to 1 GiB
+  // (rounded up to pages). Virtual: the kernel commits pages only when touched.
   std::size_t stack_size = 256 * 1024;
   // Messages a handler process handles per turn before letting others run.
   unsigned handler_batch = 64;
@@ -70,6 +70,8 @@ class runtime {
                                   to, detail::make_envelope(std::forward<T>(msg)));
   }
   bool cancel_timer(timer_ref ref);
+  // An exit signal from outside any process: a trapping target sees
+  // exit_signal{pid(), reason} (the null pid as sender).
   void exit(pid target, exit_reason reason);
   pid whereis(std::string_view name) const;
   void register_name(std::string name, pid p);
