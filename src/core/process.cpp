@@ -277,12 +277,15 @@ inline bool drain(node& n, process& p) {
   return drain_slow(n, p);
 }
 
-void charge(node& n, process& p, std::uint32_t cost) {
+__attribute__((noinline)) void yield_for_reductions(node& n, process& p) {
+  if (dying(p)) return;
+  suspend(p, suspend_reason::yield);
+  drain(n, p);
+}
+
+inline void charge(node& n, process& p, std::uint32_t cost) {
   p.reductions += cost;
-  if (p.reductions >= reduction_budget && !dying(p)) {
-    suspend(p, suspend_reason::yield);
-    drain(n, p);
-  }
+  if (__builtin_expect(p.reductions >= reduction_budget, 0)) yield_for_reductions(n, p);
 }
 
 void destroy_chain(envelope* e) noexcept {

@@ -47,12 +47,8 @@ class run_queue {
     }
   }
 
-  // Owner: the `next` slot first, then the oldest entry.
+  // Owner: the oldest entry of the ring (the `next` slot is taken apart).
   process* pop() noexcept {
-    if (process* p = next_) {
-      next_ = nullptr;
-      return p;
-    }
     for (;;) {
       std::uint32_t h = head_.load(std::memory_order_acquire);
       std::uint32_t t = tail_.load(std::memory_order_relaxed);
@@ -60,6 +56,13 @@ class run_queue {
       process* p = slots_[h % capacity].load(std::memory_order_relaxed);
       if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel)) return p;
     }
+  }
+
+  // Owner: takes the `next` slot alone.
+  process* take_next() noexcept {
+    process* p = next_;
+    next_ = nullptr;
+    return p;
   }
 
   // Owner: puts p in the `next` slot; returns what it displaced (or nullptr).

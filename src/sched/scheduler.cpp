@@ -22,7 +22,9 @@
 //   - from a non-scheduler thread: the global queue.
 //
 // Finding work (find_work), in order: every 61st turn the global queue
-// first (so it cannot starve); `next`; the ring; the inbox; the global
+// first (so it cannot starve); `next` (but after 256 runs in a row through
+// `next`, that process goes to the ring's tail, so a pair of processes
+// talking to each other cannot starve the ring); the ring; the inbox; the global
 // queue; then spinning: stealing half of another scheduler's ring, oldest
 // first (the victim keeps its hot, recent work). `next` is never stolen: it
 // is about to run where its data is.
@@ -165,10 +167,25 @@ void scheduler::loop() {
   tl_scheduler = nullptr;
 }
 
+process* scheduler::take_next() noexcept {
+  process* p = rq.take_next();
+  if (!p) return nullptr;
+  if (++next_streak_ <= max_next_streak) return p;
+  // Processes handing the core to each other through `next` would starve
+  // the ring for ever (their reductions restart at every switch); after a
+  // streak, the woken one goes to the tail like everybody else (Go has the
+  // run-next process inherit the time slice for the same reason).
+  next_streak_ = 0;
+  push_back(p);
+  return nullptr;
+}
+
 process* scheduler::local_work() noexcept {
   if (++tick_ % 61 == 0) {
     if (process* p = rt.global.pop()) return p;
   }
+  if (process* p = take_next()) return p;
+  next_streak_ = 0;
   if (process* p = rq.pop()) return p;
   if (process* p = inbox.pop()) return p;
   return rt.global.pop();
@@ -281,7 +298,15 @@ void scheduler::execute(process* p) noexcept {
         push_back(p);
         return;
       case suspend_reason::wait:
-        if (p->mbox.try_wait() == mailbox::wait_outcome::waiting) return;
+        if (p->mbox.try_wait() == mailbox::wait_outcome::waiting) {
+          // The process it woke, if any, runs now (the common case of two
+          // processes talking), without going round find_work.
+          if (process* next = take_next()) {
+            p = next;
+            continue;
+          }
+          return;
+        }
         continue;  // a message arrived meanwhile: run on
       case suspend_reason::idle: {
         stack* s = p->stk;

@@ -63,6 +63,7 @@ class scheduler {
   void loop();
   process* find_work() noexcept;
   process* local_work() noexcept;
+  process* take_next() noexcept;
   process* steal_work() noexcept;
   void execute(process* p) noexcept;
   void resume(process* p) noexcept;
@@ -71,6 +72,8 @@ class scheduler {
   switch_point home_;
   void* eh_ = nullptr;  // this thread's C++ exception globals
   bool spinning_ = false;
+  static constexpr unsigned max_next_streak = 256;
+  unsigned next_streak_ = 0;  // consecutive runs through `next`
   std::uint64_t tick_ = 0;
   std::uint64_t rng_;
   std::thread thread_;

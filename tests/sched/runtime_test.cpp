@@ -235,6 +235,35 @@ TEST_P(runtime_basics, child_process_outlives_its_parent) {
   rt().send(c, 0);
 }
 
+TEST(runtime_fairness, two_processes_talking_through_run_next_do_not_starve_a_queued_process) {
+  // One scheduler. A and B wake each other through the run-next slot for
+  // ever; C waits in the run queue. C must get to run.
+  ember::runtime_options o;
+  o.schedulers = 1;
+  ember::runtime rt(o);
+  auto c_ran = std::make_shared<std::atomic<bool>>(false);
+  oneshot<bool> result;
+  rt.spawn([c_ran, result] {
+    const pid a = ember::self();
+    ember::spawn([c_ran] { c_ran->store(true); });  // queued: B displaces it below
+    const pid b = ember::spawn([a] {
+      for (;;) {
+        if (!ember::receive([](int x) { return x; })) return;
+        ember::send(a, 1);
+      }
+    });
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!c_ran->load() && std::chrono::steady_clock::now() < deadline) {
+      ember::send(b, 1);
+      ember::receive([](int) {});
+    }
+    ember::send(b, 0);
+    result.set(c_ran->load());
+  });
+  EXPECT_TRUE(result.get());
+  EXPECT_TRUE(rt.wait_for(10s));
+}
+
 EMBER_TEST_WITH_SCHEDULER_COUNTS(runtime_basics);
 
 // ---- shutdown and destruction (each test owns its runtime) ----
