@@ -365,20 +365,12 @@ turn_outcome run_handler_turn(node& n, process& p) {
     if (!p.started) {
       p.started = true;
       if (p.body->has_init) p.body->init();
-      if (p.stop_requested) {
-        if (p.rel) reason = p.rel->pending_exit;
-        do_exit(n, p, std::move(reason));
-        return turn_outcome::exited;
-      }
     }
     unsigned handled = 0;
-    for (;;) {
+    while (!p.stop_requested) {
       if (!p.mbox.incoming_empty()) {
         drain_slow(n, p, on_exit_signal::report);
-        if (dying(p)) {  // an exit signal: no user frame to unwind
-          reason = p.rel->pending_exit;
-          break;
-        }
+        if (dying(p)) break;  // an exit signal: no user frame to unwind
       }
       envelope* e = p.mbox.first;
       if (!e) return turn_outcome::idle;
@@ -392,13 +384,11 @@ turn_outcome run_handler_turn(node& n, process& p) {
         std::unique_ptr<envelope, envelope_deleter> owned(e);
         p.body->handle(e);
       }
-      if (p.stop_requested) {
-        if (p.rel) reason = p.rel->pending_exit;
-        break;
-      }
+      if (p.stop_requested) break;
       ++handled;
       charge(n, p, 1);
     }
+    if (p.rel) reason = p.rel->pending_exit;  // stop(reason) or an exit signal
   } catch (...) {
     reason = reason_of_current_exception();
   }
