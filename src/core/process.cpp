@@ -162,26 +162,36 @@ bool erase_ref(std::vector<std::pair<monitor_ref, pid>>& v, monitor_ref ref, pid
   return false;
 }
 
+// Link and monitor bookkeeping, the same for a live process and for the
+// exit path. Returns false for any other signal.
+bool apply_relation_signal(process& p, const signal_envelope& s) {
+  switch (s.signal) {
+    case sig_link: {
+      auto& links = p.relations().links;
+      if (std::find(links.begin(), links.end(), s.s.from) == links.end()) links.push_back(s.s.from);
+      return true;
+    }
+    case sig_unlink:
+      if (p.rel) erase_first(p.rel->links, s.s.from);
+      return true;
+    case sig_monitor:
+      p.relations().monitored_by.emplace_back(s.s.ref, s.s.from);
+      return true;
+    case sig_demonitor:
+      if (p.rel) erase_ref(p.rel->monitored_by, s.s.ref);
+      return true;
+    default:
+      return false;
+  }
+}
+
 // The exit path's view of a chain of envelopes: link and monitor changes
 // still count (whoever linked or monitored hears the real reason), the
 // rest is dropped.
 void absorb_for_exit(process& p, envelope* e) noexcept {
   while (e) {
     envelope* next = e->next;
-    if (e->signal == sig_link || e->signal == sig_unlink || e->signal == sig_monitor ||
-        e->signal == sig_demonitor) {
-      auto* s = static_cast<signal_envelope*>(e);
-      auto& r = p.relations();
-      if (e->signal == sig_link) {
-        if (std::find(r.links.begin(), r.links.end(), s->s.from) == r.links.end()) r.links.push_back(s->s.from);
-      } else if (e->signal == sig_unlink) {
-        erase_first(r.links, s->s.from);
-      } else if (e->signal == sig_monitor) {
-        r.monitored_by.emplace_back(s->s.ref, s->s.from);
-      } else {
-        erase_ref(r.monitored_by, s->s.ref);
-      }
-    }
+    if (e->signal != sig_none) apply_relation_signal(p, *static_cast<signal_envelope*>(e));
     e->destroy(e);
     e = next;
   }
@@ -190,22 +200,9 @@ void absorb_for_exit(process& p, envelope* e) noexcept {
 // Applies one signal to a live process. May mark it dying.
 void apply_signal(node& n, process& p, signal_envelope* s) {
   std::unique_ptr<envelope, envelope_deleter> owned(s);
+  if (apply_relation_signal(p, *s)) return;
   signal_payload& sig = s->s;
   switch (s->signal) {
-    case sig_link: {
-      auto& links = p.relations().links;
-      if (std::find(links.begin(), links.end(), sig.from) == links.end()) links.push_back(sig.from);
-      return;
-    }
-    case sig_unlink:
-      if (p.rel) erase_first(p.rel->links, sig.from);
-      return;
-    case sig_monitor:
-      p.relations().monitored_by.emplace_back(sig.ref, sig.from);
-      return;
-    case sig_demonitor:
-      if (p.rel) erase_ref(p.rel->monitored_by, sig.ref);
-      return;
     case sig_down:
       // Only monitors still held produce a message (demonitor wins).
       if (p.rel && erase_ref(p.rel->monitors, sig.ref))
