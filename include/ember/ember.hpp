@@ -3,10 +3,12 @@
 
 #include "ember/core/error.hpp"
 #include "ember/core/exit_reason.hpp"
+#include "ember/core/heap.hpp"
 #include "ember/core/message.hpp"
 #include "ember/core/pid.hpp"
 #include "ember/core/process.hpp"
 #include "ember/core/receive.hpp"
+#include "ember/core/shared.hpp"
 #include "ember/core/spawn.hpp"
 #include "ember/sched/runtime.hpp"
 #include "ember/sched/timer.hpp"

@@ -4,14 +4,18 @@
 // thread than the one that allocated them (fan-in: producers allocate,
 // the consumer frees); the depot carries whole magazines back from the
 // freeing thread to the allocating ones, one lock per 256 messages instead
-// of a malloc/free pair per message. The per-process heap (a later layer)
-// replaces this. Sanitizer builds go straight to the global allocator so
-// that use-after-free stays visible.
+// of a malloc/free pair per message. Envelopes in transit belong to no
+// process: they come from malloc, never from a process heap (the receiver
+// copies a message that owns memory into its own heap when it takes it in).
+// Sanitizer builds go straight to malloc so that use-after-free stays
+// visible.
 #include <cstddef>
+#include <cstdlib>
 #include <mutex>
 #include <new>
 #include <vector>
 
+#include "core/heap.hpp"
 #include "ember/core/message.hpp"
 
 namespace ember::detail {
@@ -38,14 +42,17 @@ struct depot {
   std::vector<free_block*> magazines[classes];  // each a chain of `magazine` blocks
 };
 depot& shared_depot() {
-  static depot* d = new depot();  // never destroyed: threads may outlive statics
+  static depot* d = [] {
+    runtime_alloc_scope global;  // first use may be inside a process
+    return new depot();          // never destroyed: threads may outlive statics
+  }();
   return *d;
 }
 
 void free_chain(free_block* b) noexcept {
   while (b) {
     free_block* next = b->next;
-    ::operator delete(b);
+    std::free(b);
     b = next;
   }
 }
@@ -57,6 +64,11 @@ constexpr bool cached = true;
 #endif
 
 __attribute__((tls_model("initial-exec"))) thread_local envelope_cache tl_cache;
+
+void* checked_malloc(std::size_t n) {
+  if (void* p = std::malloc(n)) return p;
+  throw std::bad_alloc();
+}
 }  // namespace
 
 void envelope_cache_release() noexcept {
@@ -70,7 +82,7 @@ void envelope_cache_release() noexcept {
 
 void* envelope_allocate(std::size_t size) {
   std::size_t c = (size - 1) / class_bytes;
-  if (!cached || c >= classes) return ::operator new(size);
+  if (!cached || c >= classes) return checked_malloc(size);
   envelope_cache& cache = tl_cache;
   if (!cache.lists[c]) {
     depot& d = shared_depot();
@@ -86,13 +98,13 @@ void* envelope_allocate(std::size_t size) {
     --cache.counts[c];
     return b;
   }
-  return ::operator new((c + 1) * class_bytes);
+  return checked_malloc((c + 1) * class_bytes);
 }
 
 void envelope_free(void* p, std::size_t size) noexcept {
   std::size_t c = (size - 1) / class_bytes;
   if (!cached || c >= classes) {
-    ::operator delete(p);
+    std::free(p);
     return;
   }
   envelope_cache& cache = tl_cache;
@@ -103,6 +115,7 @@ void envelope_free(void* p, std::size_t size) noexcept {
     cache.counts[c] = 0;
     depot& d = shared_depot();
     {
+      runtime_alloc_scope global;  // the depot's vectors are the runtime's
       std::lock_guard lock(d.mu);
       if (d.magazines[c].size() < depot_cap) {
         d.magazines[c].push_back(full);

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <ostream>
 
+#include "core/heap.hpp"
 #include "ember/core/message.hpp"
 
 namespace ember {
@@ -14,9 +15,25 @@ exit_reason::exit_reason(const char* text) : exit_reason(std::string(text ? text
 
 exit_reason::exit_reason(std::string text) : exit_reason(kind::user, std::move(text), {}, {}) {}
 
-exit_reason::exit_reason(kind k, std::string text, std::string type_name, std::any value)
-    : kind_(k),
-      data_(std::make_shared<const data>(data{std::move(text), std::move(type_name), std::move(value)})) {}
+// A reason fans out to other processes and outlives the one that made it:
+// its data is copied (never moved: a moved string keeps its buffer) into the
+// global heap.
+exit_reason::exit_reason(kind k, std::string text, std::string type_name, std::any value) : kind_(k) {
+  detail::runtime_alloc_scope global;
+  data_ = std::make_shared<const data>(data{std::string(text), std::string(type_name), std::any(value)});
+}
+
+exit_reason exit_reason::heap_limit(std::string what) {
+  return exit_reason(kind::heap_limit, std::move(what), {}, {});
+}
+
+exit_reason exit_reason::stack_overflow(std::string what) {
+  return exit_reason(kind::stack_overflow, std::move(what), {}, {});
+}
+
+exit_reason exit_reason::fault(std::string what) {
+  return exit_reason(kind::fault, std::move(what), {}, {});
+}
 
 exit_reason exit_reason::exception(std::string type_name, std::string what) {
   return exit_reason(kind::exception, std::move(what), std::move(type_name), {});
@@ -44,6 +61,9 @@ std::string exit_reason::to_string() const {
     case kind::noconnection: return "noconnection";
     case kind::exception: return "exception: " + std::string(exception_type()) + ": " + std::string(text());
     case kind::system_limit: return "system_limit: " + std::string(text());
+    case kind::heap_limit: return "heap_limit: " + std::string(text());
+    case kind::stack_overflow: return "stack_overflow: " + std::string(text());
+    case kind::fault: return "fault: " + std::string(text());
     case kind::user: return std::string(text());
   }
   return "?";

@@ -54,6 +54,11 @@ void function_entry(transfer_t t) noexcept;                // base of a function
 void handler_entry(transfer_t t) noexcept;                 // base of a handler turn
 // Ends a process that cannot get a stack to run on (on the caller's stack).
 void exit_without_stack(node& n, process* p, exit_reason reason) noexcept;
+// A process that switched out as `abandoned`: its exit path, run on the
+// scheduler's stack, then its heap reclaimed.
+void end_abandoned(node& n, process* p) noexcept;
+// Reclaims an exited process's heap (after its last code ran).
+void release_heap(process* p) noexcept;
 void register_name_on(node& n, std::string name, pid id);
 
 }  // namespace ember::detail

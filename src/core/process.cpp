@@ -45,7 +45,10 @@ constexpr std::size_t max_stack = std::size_t(1) << 30;
 }  // namespace
 
 __attribute__((noinline)) process* current_process() noexcept { return tl_process; }
-__attribute__((noinline)) void set_current_process(process* p) noexcept { tl_process = p; }
+__attribute__((noinline)) void set_current_process(process* p) noexcept {
+  tl_process = p;
+  if (p) heap_enter(p); else heap_leave();  // its heap follows it from thread to thread
+}
 __attribute__((noinline)) node* current_node() noexcept { return tl_node; }
 __attribute__((noinline)) void set_current_node(node* n) noexcept { tl_node = n; }
 
@@ -111,6 +114,14 @@ process& arrive(transfer_t t) {
 }
 
 bool dying(const process& p) { return p.rel && p.rel->dying; }
+
+void lift_heap_limit(process& p) noexcept {
+  p.heap_unlimited = true;
+  if (process_heap* h = p.heap.load(std::memory_order_relaxed)) {
+    h->limit = SIZE_MAX;
+    h->limit_hit = true;
+  }
+}
 
 void mark_dying(process& p, exit_reason reason) {
   auto& r = p.relations();
@@ -236,8 +247,16 @@ void apply_signal(node& n, process& p, signal_envelope* s) {
   }
 }
 
-// Moves what arrived into the private queue, applying signals. Returns true
-// if anything arrived.
+// The copy into the receiver's heap. If the message's copy constructor
+// throws, the message stays as it came: delivered, only not moved.
+envelope* materialize(envelope* e) noexcept {
+  try {
+    return e->materialize(e);
+  } catch (...) {
+    return e;
+  }
+}
+
 enum class on_exit_signal : std::uint8_t { unwind, report };
 
 // Moves what arrived into the private queue, applying signals. Returns true
@@ -254,6 +273,9 @@ bool drain_slow(node& n, process& p, on_exit_signal mode = on_exit_signal::unwin
     if (e->to_generation != generation) {
       e->destroy(e);  // sent to an earlier process of this slot
     } else if (e->signal == sig_none) {
+      // A message built in transit (global heap) is copied into this
+      // process's heap now, while its heap is current.
+      if (e->materialize) e = materialize(e);
       p.mbox.append(e);
     } else {
       apply_signal(n, p, static_cast<signal_envelope*>(e));
@@ -297,6 +319,7 @@ void destroy_chain(envelope* e) noexcept {
 // the process (the alive bit is gone) and everyone who should hear of its
 // death has been told.
 void do_exit(node& n, process& p, exit_reason reason) noexcept {
+  lift_heap_limit(p);  // the exit path may allocate, whatever the cap
   pid me = self_pid(n, p);
   p.life.fetch_and(~process::alive_bit, std::memory_order_seq_cst);
   if (p.registered.load(std::memory_order_seq_cst)) {
@@ -378,7 +401,18 @@ turn_outcome run_handler_turn(node& n, process& p) {
       }
       p.mbox.unlink(nullptr, e);
       {
-        std::unique_ptr<envelope, envelope_deleter> owned(e);
+        // Held in the control block too, so that an abandoned turn (heap
+        // limit, stack overflow) still frees it.
+        struct in_hand {
+          process& p;
+          envelope* e;
+          ~in_hand() {
+            p.in_hand = e->next;
+            e->destroy(e);
+          }
+        } held{p, e};
+        e->next = p.in_hand;
+        p.in_hand = e;
         p.body->handle(e);
       }
       if (p.stop_requested) break;
@@ -445,6 +479,10 @@ void finalize(node& n, process* p) noexcept {
   p->timed_out = false;
   p->awaiting_timeout = false;
   p->reductions = 0;
+  p->heap_limit = 0;
+  p->heap_unlimited = false;
+  p->heap_scope_depth = 0;
+  p->in_hand = nullptr;
   p->timer_target.store(false, std::memory_order_relaxed);
   p->registered.store(false, std::memory_order_relaxed);
   std::uint32_t gen = p->generation() + 1;
@@ -455,6 +493,56 @@ void finalize(node& n, process* p) noexcept {
 
 void exit_without_stack(node& n, process* p, exit_reason reason) noexcept {
   do_exit(n, *p, std::move(reason));
+  release_heap(p);
+}
+
+// Envelopes in a handler's hands, innermost first, chained through `next`
+// (unused once an envelope is off the queue).
+void hold_message(envelope* e) noexcept {
+  process* p = current_process();
+  e->next = p->in_hand;
+  p->in_hand = e;
+}
+
+void drop_message(envelope* e) noexcept {
+  process* p = current_process();
+  p->in_hand = e->next;
+  e->destroy(e);
+}
+
+void release_heap(process* p) noexcept {
+  process_heap* h = p->heap.load(std::memory_order_relaxed);
+  p->heap.store(nullptr, std::memory_order_relaxed);
+  if (tl_heap == h) tl_heap = nullptr;
+  heap_reclaim(h);
+}
+
+void end_abandoned(node& n, process* p) noexcept {
+  lift_heap_limit(*p);
+  p->eh_caught = nullptr;  // its frames are gone with its stack
+  p->eh_uncaught = 0;
+  for (envelope* e = p->in_hand; e;) {  // messages its handlers were working on
+    envelope* outer = e->next;
+    e->destroy(e);
+    e = outer;
+  }
+  p->in_hand = nullptr;
+  exit_reason reason = p->rel ? p->rel->pending_exit : exit_reason::killed();
+  do_exit(n, *p, std::move(reason));
+  release_heap(p);
+}
+
+void heap_limit_exceeded(process_heap* h) noexcept {
+  process* p = current_process();
+  // Only a process running its own code on its own stack is ended here;
+  // exit paths lift the limit before they run.
+  if (!p || p->heap.load(std::memory_order_relaxed) != h || !p->stk) return;
+  std::size_t live = h->live.load(std::memory_order_relaxed);
+  std::size_t limit = h->limit;
+  if (!dying(*p))
+    mark_dying(*p, exit_reason::heap_limit(std::to_string(live) + " bytes live, max_heap_bytes " +
+                                            std::to_string(limit)));
+  leave(*p, suspend_reason::abandoned);
 }
 
 void function_entry(transfer_t t) noexcept {
@@ -487,29 +575,37 @@ spawned spawn_body(node* n, process_body* body, const spawn_options& opts, spawn
   if (mode != spawn_link_mode::none && !parent)
     throw error(errc::not_in_process, "spawn_link/spawn_monitor: called outside a process");
 
-  process* p = nd.table.allocate(nd.local_slots());
-  if (!body->is_handler) {
-    try {
-      stack_pool::cache* c = nd.local_stacks();
-      p->stk = c ? nd.stacks.get(*c, opts.stack_size) : nd.stacks.get(opts.stack_size);
-    } catch (...) {
-      nd.table.free_slot(p, nd.local_slots());
-      throw;
+  // The child's control block, stack, body and relations are the runtime's,
+  // not the parent heap's: they outlive the parent.
+  process* p;
+  spawned out;
+  {
+    runtime_alloc_scope global;
+    p = nd.table.allocate(nd.local_slots());
+    if (!body->is_handler) {
+      try {
+        stack_pool::cache* c = nd.local_stacks();
+        p->stk = c ? nd.stacks.get(*c, opts.stack_size) : nd.stacks.get(opts.stack_size);
+      } catch (...) {
+        nd.table.free_slot(p, nd.local_slots());
+        throw;
+      }
     }
-  }
-  p->body = owned.release();
-  p->stack_request = opts.stack_size;
-  pid child = nd.table.pid_of(p);
-  spawned out{child, {}};
-  if (mode == spawn_link_mode::link) {
-    pid me = self_pid(nd, *parent);
-    p->relations().links.push_back(me);
-    parent->relations().links.push_back(child);
-  } else if (mode == spawn_link_mode::monitor) {
-    pid me = self_pid(nd, *parent);
-    out.ref = monitor_ref{nd.next_ref.fetch_add(1, std::memory_order_relaxed)};
-    p->relations().monitored_by.emplace_back(out.ref, me);
-    parent->relations().monitors.emplace_back(out.ref, child);
+    p->body = owned.release();
+    p->stack_request = opts.stack_size;
+    p->heap_limit = opts.max_heap_bytes;
+    pid child = nd.table.pid_of(p);
+    out = spawned{child, {}};
+    if (mode == spawn_link_mode::link) {
+      pid me = self_pid(nd, *parent);
+      p->relations().links.push_back(me);
+      parent->relations().links.push_back(child);
+    } else if (mode == spawn_link_mode::monitor) {
+      pid me = self_pid(nd, *parent);
+      out.ref = monitor_ref{nd.next_ref.fetch_add(1, std::memory_order_relaxed)};
+      p->relations().monitored_by.emplace_back(out.ref, me);
+      parent->relations().monitors.emplace_back(out.ref, child);
+    }
   }
   nd.live.fetch_add(1, std::memory_order_relaxed);
   nd.count_spawn();
@@ -721,6 +817,26 @@ bool is_alive(pid id) {
   if (!t) return false;
   release_ref(*n, t);
   return true;
+}
+
+namespace detail {
+std::optional<process_snapshot> process_info_on(node& n, pid id) {
+  process* t = n.table.acquire(id);  // a reference: the slot cannot be reused meanwhile
+  if (!t) return std::nullopt;
+  process_snapshot s;
+  if (process_heap* h = t->heap.load(std::memory_order_relaxed)) {
+    s.heap_bytes = h->live.load(std::memory_order_relaxed);
+    s.heap_peak_bytes = h->peak.load(std::memory_order_relaxed);
+  }
+  s.heap_limit_bytes = t->heap_limit;
+  release_ref(n, t);
+  return s;
+}
+}  // namespace detail
+
+std::optional<process_snapshot> process_info(pid p) {
+  self_or_throw("process_info");
+  return process_info_on(*current_node(), p);
 }
 
 void yield() {

@@ -35,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "core/heap.hpp"
 #include "core/mailbox.hpp"
 #include "core/stack_pool.hpp"
 #include "ember/core/exit_reason.hpp"
@@ -63,6 +64,8 @@ enum class suspend_reason : std::uint8_t {
   wait,     // wants to wait for a message: park unless one arrived
   idle,     // handler process between messages: park and give the stack back
   exited,   // done: release its stack and its self-reference
+  abandoned,  // ended without unwinding (heap limit, stack overflow): the
+              // scheduler runs its exit path off its stack, which is dropped
 };
 
 // Links and monitors; allocated on first use. Touched only by the process
@@ -96,6 +99,13 @@ struct process {
   std::uint32_t reductions = 0;   // spent in this turn
   std::uint32_t receive_seq = 0;  // names the current receive's timeout
   std::size_t stack_request = 0;  // spawn option
+  // Made by its first allocation, reclaimed at exit. Written by the thread
+  // running the process; read by process_info from anywhere (relaxed).
+  std::atomic<process_heap*> heap{nullptr};
+  std::size_t heap_limit = 0;     // spawn option max_heap_bytes (0: none); set at spawn only
+  bool heap_unlimited = false;    // exiting: its exit path may allocate past the limit
+  envelope* in_hand = nullptr;    // messages handlers are working on (chained by next)
+  std::uint32_t heap_scope_depth = 0;  // open global_heap_scopes
   suspend_reason why = suspend_reason::yield;
   bool trap_exit = false;
   bool timed_out = false;

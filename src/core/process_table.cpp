@@ -5,6 +5,7 @@
 
 #include <new>
 
+#include "core/heap.hpp"
 #include "ember/core/error.hpp"
 
 namespace ember::detail {
@@ -32,7 +33,10 @@ process_table::~process_table() {
   }
 }
 
+// The free lists are the runtime's: growing them while a process is
+// current must not take memory from its heap.
 process* process_table::allocate(slot_cache* cache) {
+  runtime_alloc_scope global;
   if (cache && !cache->free.empty()) {
     std::uint32_t slot = cache->free.back();
     cache->free.pop_back();
@@ -69,6 +73,7 @@ process* process_table::allocate(slot_cache* cache) {
 }
 
 void process_table::free_slot(process* p, slot_cache* cache) noexcept {
+  runtime_alloc_scope global;
   if (cache) {
     cache->free.push_back(p->slot);
     if (cache->free.size() < cache_cap) return;
@@ -83,6 +88,7 @@ void process_table::free_slot(process* p, slot_cache* cache) noexcept {
 }
 
 void process_table::drain(slot_cache& cache) noexcept {
+  runtime_alloc_scope global;
   std::lock_guard lock(mu_);
   free_.insert(free_.end(), cache.free.begin(), cache.free.end());
   cache.free.clear();

@@ -2,9 +2,12 @@
 // to hold mutex(); the others lock.
 #include "core/registry.hpp"
 
+#include "core/heap.hpp"
+
 namespace ember::detail {
 
 registry::add_outcome registry::add(const std::string& name, pid p) {
+  runtime_alloc_scope global;  // names outlive the process that registers them
   if (by_name_.find(name) != by_name_.end()) return add_outcome::name_taken;
   if (by_pid_.find(p) != by_pid_.end()) return add_outcome::already_registered;
   by_name_.emplace(name, p);

@@ -49,6 +49,15 @@ inline void start_switch(void** fake_stack_save, const void* bottom, std::size_t
   (void)fiber;
 #endif
 }
+// A stack whose frames were abandoned, not unwound (heap limit, stack
+// overflow): ASan's poisoning of those frames must not outlive them.
+inline void forget_stack(const void* bottom, std::size_t size) noexcept {
+#if defined(EMBER_ASAN)
+  __asan_unpoison_memory_region(bottom, size);
+#else
+  (void)bottom, (void)size;
+#endif
+}
 // Call first thing after arriving on a stack.
 inline void finish_switch(void* fake_stack_save, const void** old_bottom, std::size_t* old_size) noexcept {
 #if defined(EMBER_ASAN)

@@ -69,6 +69,10 @@ bool runtime::is_alive(pid p) const {
   return true;
 }
 
+std::optional<process_snapshot> runtime::process_info(pid p) const {
+  return detail::process_info_on(*node_, p);
+}
+
 void runtime::wait() {
   refuse_inside(node_, "wait");
   impl(node_).wait();

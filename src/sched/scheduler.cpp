@@ -324,6 +324,21 @@ void scheduler::execute(process* p) noexcept {
         p->stk = nullptr;
         p->ctx = nullptr;
         rt.stacks.put(stacks, s);
+        release_heap(p);
+        release_ref(rt, p);
+        rt.process_exited();
+        return;
+      }
+      case suspend_reason::abandoned: {
+        // Its frames are dropped, not unwound: the exit path runs here.
+        stack* s = p->stk;
+        p->stk = nullptr;
+        p->ctx = nullptr;
+        sanitizers::forget_stack(s->bottom(), s->usable());
+        rt.stacks.put(stacks, s);
+        set_current_process(p);
+        end_abandoned(rt, p);
+        set_current_process(nullptr);
         release_ref(rt, p);
         rt.process_exited();
         return;

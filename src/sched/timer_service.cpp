@@ -30,6 +30,7 @@ void timer_service::stop() noexcept {
 }
 
 std::uint64_t timer_service::arm(std::chrono::nanoseconds delay, pid to, envelope* e) {
+  runtime_alloc_scope global;  // the timer tables are the runtime's, not the caller heap's
   // Mark the destination so that its exit cancels what targets it.
   process* target = node_.table.acquire(to);
   std::unique_lock lock(mu_);
@@ -78,6 +79,7 @@ bool timer_service::cancel(std::uint64_t id) noexcept {
 }
 
 void timer_service::cancel_for(pid to) noexcept {
+  runtime_alloc_scope global;
   std::vector<envelope*> dropped;
   {
     std::lock_guard lock(mu_);

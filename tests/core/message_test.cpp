@@ -49,25 +49,37 @@ TEST_P(messages, message_is_a_copy_not_shared_with_the_sender) {
   EXPECT_EQ(got, 3);
 }
 
-TEST_P(messages, move_only_value_can_be_sent) {
+// Messages are copied into the receiver's heap: move-only types are refused
+// at compile time, and travel as ember::shared<T> instead.
+static_assert(!ember::detail::sendable_value<std::unique_ptr<int>>);
+static_assert(!ember::detail::sendable_value<std::pair<pid, std::unique_ptr<int>>>);
+static_assert(ember::detail::sendable_value<ember::shared<std::unique_ptr<int>>>);
+static_assert(ember::detail::sendable_value<std::string>);
+
+TEST_P(messages, shared_value_travels_without_copy_between_processes) {
   auto got = in_process(rt(), [] {
     pid child = ember::spawn([] {
       auto [from, box] = ember::receive(
-          [](std::pair<pid, std::unique_ptr<int>> m) { return m; });
-      ember::send(from, std::move(box));
+          [](std::pair<pid, ember::shared<std::unique_ptr<int>>> m) { return m; });
+      ember::send(from, box);
     });
-    ember::send(child, std::make_pair(ember::self(), std::make_unique<int>(99)));
-    return ember::receive([](std::unique_ptr<int> p) { return p ? *p : -1; });
+    auto box = ember::shared<std::unique_ptr<int>>::make(std::make_unique<int>(99));
+    const int* address = box->get();
+    ember::send(child, std::make_pair(ember::self(), box));
+    box.reset();
+    return ember::receive([&](ember::shared<std::unique_ptr<int>> p) {
+      return (p && p->get() == address) ? **p : -1;  // the same int, not a copy
+    });
   });
   EXPECT_EQ(got, 99);
 }
 
-TEST_P(messages, move_only_value_can_be_sent_from_outside) {
+TEST_P(messages, shared_value_can_be_sent_from_outside) {
   oneshot<int> got;
   pid p = rt().spawn([got] {
-    got.set(ember::receive([](std::unique_ptr<int> v) { return *v; }));
+    got.set(ember::receive([](ember::shared<int> v) { return *v; }));
   });
-  rt().send(p, std::make_unique<int>(5));
+  rt().send(p, ember::share(5));
   EXPECT_EQ(got.get(), 5);
 }
 

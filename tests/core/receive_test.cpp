@@ -199,10 +199,10 @@ TEST_P(receiving, catch_all_clause_after_specific_clauses_takes_the_first_messag
 TEST_P(receiving, clauses_may_take_the_value_by_reference_or_move_it_out) {
   auto got = in_process(rt(), [] {
     ember::send(ember::self(), std::string("ref"));
-    ember::send(ember::self(), std::make_unique<int>(4));
+    ember::send(ember::self(), std::make_shared<int>(4));
     ember::send(ember::self(), std::vector<int>{1, 2});
     std::string r = ember::receive([](const std::string& s) { return s; });
-    r += ember::receive([](std::unique_ptr<int>&& p) { return std::to_string(*p); });
+    r += ember::receive([](std::shared_ptr<int>&& p) { return std::to_string(*p); });
     r += ember::receive([](std::vector<int>& v) { return std::to_string(v.size()); });
     return r;
   });

@@ -3,6 +3,10 @@
 // values from processes to the test thread, and helpers that wait for an
 // event (never for a fixed time) with a generous limit that turns a hang
 // into a failure.
+//
+// Everything here carries values out of processes to the test thread, so it
+// copies them into the global heap (ember::global_heap_scope): a value left
+// in a process's heap would be reclaimed when that process exits.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -73,6 +77,17 @@ bool eventually(F done, std::chrono::nanoseconds limit = 10s) {
   return true;
 }
 
+// A copy of v in the global heap.
+template <class T>
+T global_copy(T& v) {
+  ember::global_heap_scope global;
+  if constexpr (std::is_copy_constructible_v<T>) {
+    return T(std::as_const(v));
+  } else {
+    return T(std::move(v));
+  }
+}
+
 // A multi-producer queue from processes (or any thread) to the test thread.
 // Copies share one queue, so a process can capture one by value.
 template <class T>
@@ -80,8 +95,9 @@ class inbox {
  public:
   void put(T v) const {
     {
+      ember::global_heap_scope global;
       std::lock_guard lock(s_->mu);
-      s_->items.push_back(std::move(v));
+      s_->items.push_back(global_copy(v));
     }
     s_->cv.notify_all();
   }
@@ -113,7 +129,10 @@ class inbox {
 template <class T>
 class oneshot {
  public:
-  void set(T v) const { s_->p.set_value(std::move(v)); }
+  void set(T v) const {
+    ember::global_heap_scope global;
+    s_->p.set_value(global_copy(v));
+  }
   void fail(std::exception_ptr e) const { s_->p.set_exception(std::move(e)); }
   // The value; throws `hang` if it is not set within `limit`.
   T get(std::chrono::nanoseconds limit = hang_limit,
@@ -184,8 +203,11 @@ auto in_process(ember::runtime& rt, F fn, ember::spawn_options opts = {})
           } else {
             result.set(fn());
           }
-        } catch (const std::exception&) {
-          result.fail(std::current_exception());
+        } catch (const std::exception& e) {
+          // The exception's text may live in this process's heap: hand the
+          // test thread a copy in the global heap.
+          ember::global_heap_scope global;
+          result.fail(std::make_exception_ptr(std::runtime_error(std::string(e.what()))));
           throw;
         }
       },

@@ -24,6 +24,9 @@ class exit_reason {
     noconnection,  // the node of the process is unreachable (distribution)
     exception,     // an uncaught C++ exception
     system_limit,  // a system resource ran out (stacks, mappings)
+    heap_limit,    // the process's heap passed its max_heap_bytes
+    stack_overflow,  // the process ran off the end of its stack
+    fault,         // a synchronous fault (SIGSEGV, SIGFPE...) in the process, isolated
     user,          // any other reason, given by the user
   };
 
@@ -45,13 +48,16 @@ class exit_reason {
   static exit_reason noconnection() noexcept { return exit_reason(kind::noconnection); }
   static exit_reason exception(std::string type_name, std::string what);
   static exit_reason system_limit(std::string what);
+  static exit_reason heap_limit(std::string what);
+  static exit_reason stack_overflow(std::string what);
+  static exit_reason fault(std::string what);
 
   kind what_kind() const noexcept { return kind_; }
   bool is(kind k) const noexcept { return kind_ == k; }
   bool is_normal() const noexcept { return kind_ == kind::normal; }
   // For `exception`: the exception's type; for other kinds: empty.
   std::string_view exception_type() const noexcept;
-  // For `exception`: what(); for `user` and `system_limit`: the text.
+  // For `exception`: what(); for the other kinds made with a text: the text.
   std::string_view text() const noexcept;
   // For a user reason made by user_value<T>: the value, else nullptr.
   template <class T>

@@ -13,6 +13,7 @@
 
 #include "ember/core/error.hpp"
 #include "ember/core/exit_reason.hpp"
+#include "ember/core/heap.hpp"
 #include "ember/core/pid.hpp"
 
 namespace ember {
@@ -63,18 +64,56 @@ struct envelope {
   type_key key = nullptr;
   void (*destroy)(envelope*) noexcept = nullptr;
   const std::type_info* type = nullptr;
+  // In transit and holding memory of its own (a value that is not trivially
+  // copyable): copies it into the receiving process's heap, frees itself
+  // and returns the copy. nullptr: nothing to copy.
+  envelope* (*materialize)(envelope*) = nullptr;
   unsigned char signal = 0;  // 0: a user message; else a runtime signal kind
   std::uint32_t to_generation = 0;  // the receiver's pid generation, checked on arrival
 };
 
+// Message values are copied into the receiver's heap: a type qualifies if it
+// can be copied (or is trivially copyable). Move-only values cannot be
+// isolated; send an ember::shared<T> instead.
+template <class T>
+concept sendable_value = std::is_trivially_copyable_v<T> || std::is_copy_constructible_v<T>;
+
+struct in_heap_tag {};
+
 template <class T>
 struct value_envelope final : envelope {
   T value;
+  // In transit: made by the sender, in the global heap.
   template <class... A>
   explicit value_envelope(A&&... a) : value(std::forward<A>(a)...) {
     key = key_of<T>();
     destroy = [](envelope* e) noexcept { delete static_cast<value_envelope*>(e); };
     type = &typeid(T);
+    if constexpr (!std::is_trivially_copyable_v<T>) materialize = &copy_into_current_heap;
+  }
+  // In the receiver's heap (operator new while its heap is current).
+  value_envelope(in_heap_tag, const T& v) : value(v) {
+    key = key_of<T>();
+    destroy = [](envelope* e) noexcept {
+      auto* self = static_cast<value_envelope*>(e);
+      self->~value_envelope();
+      ::operator delete(static_cast<void*>(self));
+    };
+    type = &typeid(T);
+  }
+  static envelope* copy_into_current_heap(envelope* e) {
+    auto* from = static_cast<value_envelope*>(e);
+    void* mem = ::operator new(sizeof(value_envelope));
+    value_envelope* to;
+    try {
+      to = ::new (mem) value_envelope(in_heap_tag{}, std::as_const(from->value));
+    } catch (...) {
+      ::operator delete(mem);
+      throw;
+    }
+    to->to_generation = from->to_generation;
+    delete from;
+    return to;
   }
 };
 
@@ -84,11 +123,25 @@ using message_type_t = std::conditional_t<
     std::is_convertible_v<T, const char*> && !std::is_same_v<std::decay_t<T>, std::nullptr_t>,
     std::string, std::remove_cvref_t<T>>;
 
+// The sender's side: the value is copied (never moved: a moved value would
+// keep memory of the sender's heap) into an envelope in the global heap;
+// the receiver copies it into its own heap when it takes it in.
 template <class T>
 envelope* make_envelope(T&& value) {
   using M = message_type_t<T>;
-  static_assert(std::is_move_constructible_v<M>, "ember: a message must be copyable or movable");
-  return new value_envelope<M>(std::forward<T>(value));
+  static_assert(sendable_value<M>,
+                "ember: a message is copied into the receiver's heap, so its type must be copyable; "
+                "wrap a move-only or large payload in ember::shared<T>");
+  if constexpr (std::is_trivially_copyable_v<M>) {
+    return new value_envelope<M>(std::forward<T>(value));
+  } else {
+    global_heap_scope transit;
+    if constexpr (std::is_same_v<std::remove_cvref_t<T>, M>) {
+      return new value_envelope<M>(std::as_const(value));
+    } else {
+      return new value_envelope<M>(std::forward<T>(value));
+    }
+  }
 }
 
 struct envelope_deleter {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -70,6 +71,19 @@ void stop(exit_reason reason = exit_reason::normal());
 
 // True if `p` names a live process on this node.
 bool is_alive(pid p);
+
+// A snapshot of one process, safe to take from any process or thread (the
+// figures may have moved by the time they are read).
+struct process_snapshot {
+  std::size_t heap_bytes = 0;        // live bytes in its heap, counted by size class
+  std::size_t heap_peak_bytes = 0;   // the most its heap held at once
+  std::size_t heap_limit_bytes = 0;  // spawn_options::max_heap_bytes (0: none)
+};
+// nullopt if p is not alive. Outside processes: runtime::process_info.
+std::optional<process_snapshot> process_info(pid p);
+namespace detail {
+std::optional<process_snapshot> process_info_on(node& n, pid p);
+}
 
 // Gives the scheduler to other runnable processes, then continues.
 void yield();

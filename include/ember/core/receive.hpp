@@ -110,6 +110,25 @@ bool clause_matches(H& h, envelope* e) {
   }
 }
 
+// The envelope a handler is working on, recorded in the process so that an
+// exit without unwinding (heap limit, stack overflow) still frees it.
+void hold_message(envelope* e) noexcept;
+void drop_message(envelope* e) noexcept;
+struct held_message {
+  envelope* e;
+  explicit held_message(envelope* env) noexcept : e(env) { hold_message(e); }
+  ~held_message() { drop_message(e); }
+  held_message(const held_message&) = delete;
+  held_message& operator=(const held_message&) = delete;
+};
+
+// Small plain values are copied onto the stack and their envelope freed
+// before the handler runs: nothing of the message is left to leak if the
+// process ends without unwinding.
+template <class V>
+constexpr bool copy_out_v = std::is_trivially_copyable_v<V> && sizeof(V) <= 256;
+
+// Runs clause h on e, which it owns.
 template <class H>
 decltype(auto) clause_invoke(H& h, envelope* e) {
   using T = clause_traits<H>;
@@ -117,14 +136,24 @@ decltype(auto) clause_invoke(H& h, envelope* e) {
   auto& fn = [&]() -> auto& {
     if constexpr (T::guarded) return h.fn; else return h;
   }();
+  constexpr bool by_lvalue = std::is_lvalue_reference_v<typename T::arg> &&
+                             !std::is_const_v<std::remove_reference_t<typename T::arg>>;
   if constexpr (std::is_same_v<V, message>) {
+    held_message held(e);
     message m(e);
     return fn(m);
-  } else if constexpr (std::is_lvalue_reference_v<typename T::arg> &&
-                       !std::is_const_v<std::remove_reference_t<typename T::arg>>) {
-    return fn(value_of<V>(e));
+  } else if constexpr (copy_out_v<V>) {
+    V v = value_of<V>(e);
+    e->destroy(e);
+    if constexpr (by_lvalue) return fn(v); else return fn(std::move(v));
+  } else if constexpr (by_lvalue || std::is_reference_v<typename T::arg>) {
+    held_message held(e);
+    if constexpr (by_lvalue) return fn(value_of<V>(e)); else return fn(std::move(value_of<V>(e)));
   } else {
-    return fn(std::move(value_of<V>(e)));
+    // By value: the parameter is moved out first, so the envelope can go.
+    held_message held(e);
+    V v(std::move(value_of<V>(e)));
+    return fn(std::move(v));
   }
 }
 
@@ -151,7 +180,6 @@ int match_index([[maybe_unused]] Tuple& t, [[maybe_unused]] envelope* e, std::in
 template <class R, class Tuple, std::size_t... I>
 R invoke_index([[maybe_unused]] Tuple& t, [[maybe_unused]] int index, envelope* e,
                std::index_sequence<I...>) {
-  std::unique_ptr<envelope, envelope_deleter> owned(e);
   if constexpr (std::is_void_v<R>) {
     (void)((index == int(I) ? (clause_invoke(std::get<I>(t), e), true) : false) || ...);
   } else {

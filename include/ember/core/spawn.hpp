@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "ember/core/heap.hpp"
 #include "ember/core/message.hpp"
 #include "ember/core/pid.hpp"
 
@@ -23,6 +24,10 @@ struct spawn_options {
   // The scheduler the process starts on (-1: the spawner's own; from a
   // thread that is not a scheduler, whichever is free).
   int scheduler = -1;
+  // Cap on the process's heap, in bytes (0: none). An allocation that takes
+  // its live bytes past the cap ends the process with exit reason
+  // heap_limit, without unwinding; its heap is reclaimed whole.
+  std::size_t max_heap_bytes = 0;
 };
 
 namespace detail {
@@ -75,6 +80,7 @@ process_body* make_body(F&& f) {
   using D = std::decay_t<F>;
   static_assert(std::is_invocable_v<D&>, "ember::spawn: a function process takes no arguments "
                                          "(capture what it needs in a lambda)");
+  global_heap_scope runtime_owned;  // the body belongs to the child, not to the caller's heap
   return new function_body<D>(std::forward<F>(f));
 }
 }  // namespace detail
@@ -95,10 +101,12 @@ handler_spec<std::decay_t<H>> handler(H&& state) {
 namespace detail {
 template <class F>
 process_body* make_body(handler_spec<F>&& h) {
+  global_heap_scope runtime_owned;
   return new handler_body<F>(std::move(h.state));
 }
 template <class F>
 process_body* make_body(handler_spec<F>& h) {
+  global_heap_scope runtime_owned;
   return new handler_body<F>(h.state);
 }
 }  // namespace detail

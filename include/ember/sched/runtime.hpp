@@ -13,6 +13,7 @@
 #include "ember/core/exit_reason.hpp"
 #include "ember/core/message.hpp"
 #include "ember/core/pid.hpp"
+#include "ember/core/process.hpp"
 #include "ember/core/spawn.hpp"
 #include "ember/sched/timer.hpp"
 
@@ -76,6 +77,7 @@ class runtime {
   pid whereis(std::string_view name) const;
   void register_name(std::string name, pid p);
   bool is_alive(pid p) const;
+  std::optional<process_snapshot> process_info(pid p) const;
 
   // Blocks the calling thread until every process has exited.
   void wait();
