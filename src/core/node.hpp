@@ -54,9 +54,29 @@ void function_entry(transfer_t t) noexcept;                // base of a function
 void handler_entry(transfer_t t) noexcept;                 // base of a handler turn
 // Ends a process that cannot get a stack to run on (on the caller's stack).
 void exit_without_stack(node& n, process* p, exit_reason reason) noexcept;
+// What ended a process from a signal handler (fault.cpp); signal 0: none.
+struct fault_info {
+  int signal = 0;
+  void* address = nullptr;
+  bool overflow = false;
+};
 // A process that switched out as `abandoned`: its exit path, run on the
 // scheduler's stack, then its heap reclaimed.
-void end_abandoned(node& n, process* p) noexcept;
+void end_abandoned(node& n, process* p, const fault_info& fault) noexcept;
+// From the fault handler: ends the current process without unwinding.
+[[noreturn]] void abandon_on_fault(process& p) noexcept;
+// Crash isolation (fault.cpp): handlers installed once per OS process; an
+// alternate signal stack per scheduler thread.
+void install_fault_handlers();
+struct signal_stack {
+  void* memory = nullptr;
+  std::size_t size = 0;
+  void* previous = nullptr;
+  std::size_t previous_size = 0;
+  int previous_flags = 0;
+};
+signal_stack make_signal_stack() noexcept;
+void drop_signal_stack(const signal_stack& s) noexcept;
 // Reclaims an exited process's heap (after its last code ran).
 void release_heap(process* p) noexcept;
 void register_name_on(node& n, std::string name, pid id);

@@ -18,6 +18,7 @@
 // to do (see scheduler.cpp). A process never parks itself: parking on its
 // own stack would let another thread resume it before the switch finished.
 #include <cxxabi.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <exception>
@@ -267,6 +268,20 @@ bool drain_slow(node& n, process& p, on_exit_signal mode = on_exit_signal::unwin
   rethrow_if_dying(p);
   envelope* e = p.mbox.take_all();
   if (!e) return false;
+  // Copying messages in may pass the heap limit. The process is not ended
+  // in the middle of the chain (what is left of it would be lost with the
+  // stack) but once every envelope is queued, where its exit path finds it.
+  struct deferred_limit {
+    process& p;
+    explicit deferred_limit(process& proc) : p(proc) { p.heap_limit_deferred = true; }
+    ~deferred_limit() {
+      p.heap_limit_deferred = false;
+      if (p.heap_limit_passed) {
+        p.heap_limit_passed = false;
+        heap_limit_exceeded(p.heap.load(std::memory_order_relaxed));  // does not return
+      }
+    }
+  } defer{p};
   const std::uint32_t generation = p.generation() & process_table::gen_mask;
   while (e) {
     envelope* next = e->next;
@@ -481,6 +496,8 @@ void finalize(node& n, process* p) noexcept {
   p->reductions = 0;
   p->heap_limit = 0;
   p->heap_unlimited = false;
+  p->heap_limit_deferred = false;
+  p->heap_limit_passed = false;
   p->heap_scope_depth = 0;
   p->in_hand = nullptr;
   p->timer_target.store(false, std::memory_order_relaxed);
@@ -517,7 +534,31 @@ void release_heap(process* p) noexcept {
   heap_reclaim(h);
 }
 
-void end_abandoned(node& n, process* p) noexcept {
+[[noreturn]] void abandon_on_fault(process& p) noexcept { leave(p, suspend_reason::abandoned); }
+
+namespace {
+std::string hex(const void* a) {
+  static const char digits[] = "0123456789abcdef";
+  auto v = reinterpret_cast<std::uintptr_t>(a);
+  std::string s;
+  do {
+    s.insert(s.begin(), digits[v & 15]);
+    v >>= 4;
+  } while (v);
+  return "0x" + s;
+}
+const char* fault_name(int sig) {
+  switch (sig) {
+    case SIGSEGV: return "SIGSEGV";
+    case SIGBUS: return "SIGBUS";
+    case SIGFPE: return "SIGFPE";
+    case SIGILL: return "SIGILL";
+  }
+  return "signal";
+}
+}  // namespace
+
+void end_abandoned(node& n, process* p, const fault_info& fault) noexcept {
   lift_heap_limit(*p);
   p->eh_caught = nullptr;  // its frames are gone with its stack
   p->eh_uncaught = 0;
@@ -527,7 +568,18 @@ void end_abandoned(node& n, process* p) noexcept {
     e = outer;
   }
   p->in_hand = nullptr;
-  exit_reason reason = p->rel ? p->rel->pending_exit : exit_reason::killed();
+  exit_reason reason;
+  try {
+    if (fault.overflow) {
+      reason = exit_reason::stack_overflow("fault at " + hex(fault.address));
+    } else if (fault.signal) {
+      reason = exit_reason::fault(std::string(fault_name(fault.signal)) + " at address " + hex(fault.address));
+    } else {
+      reason = p->rel ? p->rel->pending_exit : exit_reason::killed();
+    }
+  } catch (...) {
+    reason = exit_reason::killed();  // no memory even for the text
+  }
   do_exit(n, *p, std::move(reason));
   release_heap(p);
 }
@@ -537,6 +589,10 @@ void heap_limit_exceeded(process_heap* h) noexcept {
   // Only a process running its own code on its own stack is ended here;
   // exit paths lift the limit before they run.
   if (!p || p->heap.load(std::memory_order_relaxed) != h || !p->stk) return;
+  if (p->heap_limit_deferred) {  // taking in messages: ended once they are queued
+    p->heap_limit_passed = true;
+    return;
+  }
   std::size_t live = h->live.load(std::memory_order_relaxed);
   std::size_t limit = h->limit;
   if (!dying(*p))

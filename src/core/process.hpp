@@ -104,6 +104,8 @@ struct process {
   std::atomic<process_heap*> heap{nullptr};
   std::size_t heap_limit = 0;     // spawn option max_heap_bytes (0: none); set at spawn only
   bool heap_unlimited = false;    // exiting: its exit path may allocate past the limit
+  bool heap_limit_deferred = false;  // taking in messages: a passed limit ends it after
+  bool heap_limit_passed = false;    //   (and this says it was passed)
   envelope* in_hand = nullptr;    // messages handlers are working on (chained by next)
   std::uint32_t heap_scope_depth = 0;  // open global_heap_scopes
   suspend_reason why = suspend_reason::yield;

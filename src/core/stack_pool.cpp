@@ -114,6 +114,9 @@ stack* stack_pool::map(std::size_t mapping) {
   s->size = mapping;
   s->next = nullptr;
   s->tsan_fiber = sanitizers::create_fiber();
+  s->fault_address = nullptr;
+  s->fault_signal = 0;
+  s->fault_overflow = false;
   mapped_.fetch_add(1, std::memory_order_relaxed);
   return s;
 }

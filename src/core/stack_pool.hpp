@@ -18,6 +18,11 @@ struct stack {
   std::size_t size;   // whole mapping, guard included
   stack* next;        // pool links
   void* tsan_fiber;   // the ThreadSanitizer fiber that runs on this stack
+  // A fault that ended the process running on it (fault.cpp): written by
+  // the signal handler, read by the scheduler before the stack is reused.
+  void* fault_address;
+  int fault_signal;
+  bool fault_overflow;
   // Usable range for the context: [bottom(), top()).
   char* bottom() const noexcept;
   char* top() const noexcept { return reinterpret_cast<char*>(const_cast<stack*>(this)); }

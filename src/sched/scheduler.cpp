@@ -159,7 +159,9 @@ void scheduler::loop() {
   set_current_node(&rt);
   home_.tsan_fiber = sanitizers::current_fiber();
   eh_ = thread_eh();  // per thread, fixed: look it up once
+  signal_stack alt = make_signal_stack();  // where the fault handler runs
   while (process* p = find_work()) execute(p);
+  drop_signal_stack(alt);
   rt.stacks.drain(stacks);
   rt.table.drain(slots);
   envelope_cache_release();
@@ -332,12 +334,16 @@ void scheduler::execute(process* p) noexcept {
       case suspend_reason::abandoned: {
         // Its frames are dropped, not unwound: the exit path runs here.
         stack* s = p->stk;
+        fault_info fault{s->fault_signal, s->fault_address, s->fault_overflow};
+        s->fault_signal = 0;
+        s->fault_address = nullptr;
+        s->fault_overflow = false;
         p->stk = nullptr;
         p->ctx = nullptr;
         sanitizers::forget_stack(s->bottom(), s->usable());
         rt.stacks.put(stacks, s);
         set_current_process(p);
-        end_abandoned(rt, p);
+        end_abandoned(rt, p, fault);
         set_current_process(nullptr);
         release_ref(rt, p);
         rt.process_exited();
@@ -350,6 +356,7 @@ void scheduler::execute(process* p) noexcept {
 // ------------------------------------------------------------------ node
 
 runtime_node::runtime_node(const runtime_options& o) : node(o), timers_(*this) {
+  install_fault_handlers();
   for (unsigned i = 0; i < options.schedulers; ++i) scheds.push_back(std::make_unique<scheduler>(*this, i));
   for (auto& s : scheds) s->start();
 }
@@ -539,6 +546,9 @@ runtime_stats runtime_node::stats() const {
   st.timers_pending = timers_.pending();
   for (auto& s : scheds) st.steals += s->steals.load(std::memory_order_relaxed);
   st.names = names.size();
+  heap_pool_stats hp = heap_pool_statistics();
+  st.heap_segments_free = hp.segments_free;
+  st.heap_segments_in_use = hp.segments_mapped - hp.segments_free;
   return st;
 }
 

@@ -29,6 +29,12 @@ struct runtime_options {
   unsigned handler_batch = 64;
   // Node number carried in pids (distribution sets it).
   std::uint32_t node_id = 0;
+  // A synchronous fault (SIGSEGV outside a stack guard, SIGBUS, SIGFPE,
+  // SIGILL) in process code ends the whole node by default, after a report
+  // naming the process. true: it ends only that process, with exit reason
+  // `fault`. A last resort: the fault may have corrupted memory others use.
+  // (A stack overflow always ends only the process: `stack_overflow`.)
+  bool isolate_faults = false;
 };
 
 struct runtime_stats {
@@ -40,6 +46,10 @@ struct runtime_stats {
   std::size_t timers_pending = 0;    // armed and not fired or cancelled
   std::uint64_t steals = 0;          // processes moved by work stealing
   std::size_t names = 0;             // registered names
+  // Process heaps (shared by every runtime of the OS process): 64 KiB
+  // segments held by heaps, and free ones kept for reuse.
+  std::size_t heap_segments_in_use = 0;
+  std::size_t heap_segments_free = 0;
 };
 
 class runtime {
