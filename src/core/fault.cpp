@@ -113,7 +113,25 @@ std::uintptr_t stack_pointer(void* uctx) {
 #endif
 }
 
+// A use of a quarantined (dead) heap: reported; ends the process if faults
+// are isolated and it happened in process code, else the node.
+bool report_dead_heap_use(int sig, const void* address) {
+  heap_owner owner;
+  if ((sig != SIGSEGV && sig != SIGBUS) || !heap_quarantined(address, &owner)) return false;
+  put("ember: use of memory of process <");
+  put_number(owner.node, 10);
+  put(".");
+  put_number(owner.slot, 10);
+  put(".");
+  put_number(owner.generation, 10);
+  put("> after it exited (its heap was reclaimed), at address 0x");
+  put_number(std::uintptr_t(address), 16);
+  put("\n");
+  return true;
+}
+
 void on_fault(int sig, siginfo_t* info, void* uctx) {
+  bool dead_heap = report_dead_heap_use(sig, info->si_addr);
   process* p = current_process();
   node* n = current_node();
   stack* s = p ? p->stk : nullptr;
@@ -129,10 +147,15 @@ void on_fault(int sig, siginfo_t* info, void* uctx) {
     return;
   }
   if (overflow || n->options.isolate_faults) {
+    (void)dead_heap;
     s->fault_signal = sig;
     s->fault_address = info->si_addr;
     s->fault_overflow = overflow;
     abandon_on_fault(*p);  // does not return
+  }
+  if (dead_heap) {
+    chain(sig, info, uctx);
+    return;
   }
   put("ember: process <");
   put_number(n->table.node_id(), 10);

@@ -85,6 +85,21 @@
 #define EMBER_SANITIZED 1
 #endif
 
+// AddressSanitizer builds: memory of process heaps is poisoned except the
+// bytes of live blocks, so a use after free, after a heap was reclaimed, or
+// past the requested size is reported like one in malloc's memory. The
+// allocator's own reads and writes of free-list links are exempt.
+#if defined(EMBER_ASAN)
+#include <sanitizer/asan_interface.h>
+#define EMBER_ALLOCATOR __attribute__((no_sanitize("address")))
+#define EMBER_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define EMBER_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define EMBER_ALLOCATOR
+#define EMBER_POISON(p, n) ((void)(p), (void)(n))
+#define EMBER_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 namespace ember::detail {
 
 __attribute__((tls_model("initial-exec"))) thread_local process_heap* tl_heap = nullptr;
@@ -228,6 +243,7 @@ segment* pool_take(std::size_t k) {
   }
   new (s) segment();
   s->span = std::uint32_t(k);
+  EMBER_POISON(reinterpret_cast<char*>(s) + segment_header, k * segment_bytes - segment_header);
   return s;
 }
 
@@ -244,6 +260,7 @@ void pool_give(segment* chain) {
   for (segment* s = chain; s;) {
     segment* next = s->all_next;
     s->owner.store(nullptr, std::memory_order_relaxed);
+    EMBER_POISON(reinterpret_cast<char*>(s) + segment_header, s->span * segment_bytes - segment_header);
     if (kept >= pool_keep_segments) {
       ::madvise(reinterpret_cast<char*>(s) + page_bytes, s->span * segment_bytes - page_bytes, MADV_DONTNEED);
     } else {
@@ -347,7 +364,7 @@ void free_local_slow(process_heap* h, segment* s) {
   if (!s->in_avail) avail_push_front(h, s);  // was full: has room again
 }
 
-void free_local(process_heap* h, segment* s, void* p) {
+EMBER_ALLOCATOR void free_local(process_heap* h, segment* s, void* p) {
   if (s->cls == large_class) {
     count_free(h, s->block_size);
     release_span(h, s);
@@ -360,7 +377,7 @@ void free_local(process_heap* h, segment* s, void* p) {
   if (--s->used == 0 || !s->in_avail) free_local_slow(h, s);
 }
 
-void drain_remote(process_heap* h) {
+EMBER_ALLOCATOR void drain_remote(process_heap* h) {
   heap_block* b = h->remote.exchange(nullptr, std::memory_order_acquire);
   while (b) {
     heap_block* next = b->next;
@@ -370,7 +387,7 @@ void drain_remote(process_heap* h) {
   }
 }
 
-void free_remote(process_heap* owner, void* p) {
+EMBER_ALLOCATOR void free_remote(process_heap* owner, void* p) {
   if (!owner) return;  // its heap was reclaimed: the memory went with it
   auto* b = static_cast<heap_block*>(p);
   heap_block* head = owner->remote.load(std::memory_order_relaxed);
@@ -383,7 +400,7 @@ void free_remote(process_heap* owner, void* p) {
 
 // Carves up to one page of never-used blocks of s into its free list (a
 // fresh segment of a small heap touches one page, not 64 KiB).
-bool carve(segment* s) {
+EMBER_ALLOCATOR bool carve(segment* s) {
   std::size_t bs = s->block_size;
   if (std::size_t(s->end - s->bump) < bs) return false;
   char* page_end = reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(s->bump) + page_bytes) & ~(page_bytes - 1));
@@ -401,7 +418,7 @@ bool carve(segment* s) {
   return true;
 }
 
-void* alloc_small_slow(process_heap* h, unsigned c) {
+EMBER_ALLOCATOR void* alloc_small_slow(process_heap* h, unsigned c) {
   if (h->remote.load(std::memory_order_relaxed)) drain_remote(h);
   for (;;) {
     segment* s = h->avail[c];
@@ -481,14 +498,14 @@ void* global_alloc_aligned(std::size_t n, std::size_t align) {
   }
 }
 
-__attribute__((noinline)) void* alloc_general(std::size_t n) {
+EMBER_ALLOCATOR __attribute__((noinline)) void* alloc_general(std::size_t n) {
   process_heap* h = tl_heap ? tl_heap : current_heap_or_make();
   if (!h) return global_alloc(n);
   if (n <= small_max) return alloc_small_slow(h, class_of(n));
   return alloc_large(h, n, segment_header);
 }
 
-inline void* heap_allocate(std::size_t n) {
+EMBER_ALLOCATOR inline void* heap_allocate(std::size_t n) {
   process_heap* h = tl_heap;
   if (__builtin_expect(h != nullptr && n <= 1024, 1)) {
     unsigned c = classes.small_index[(n + 15) >> 4];
@@ -517,7 +534,7 @@ void* heap_allocate_aligned(std::size_t n, std::size_t align) {
   return alloc_large(h, n, std::max(segment_header, align));
 }
 
-__attribute__((noinline)) void free_slow(void* p, segment* s, process_heap* owner) {
+EMBER_ALLOCATOR __attribute__((noinline)) void free_slow(void* p, segment* s, process_heap* owner) {
   if (owner && owner == tl_heap) {
     free_local(owner, s, p);
     return;
@@ -525,12 +542,13 @@ __attribute__((noinline)) void free_slow(void* p, segment* s, process_heap* owne
   free_remote(owner, p);
 }
 
-inline void heap_free(void* p) noexcept {
+EMBER_ALLOCATOR inline void heap_free(void* p) noexcept {
   if (!in_arena(p)) {
     std::free(p);
     return;
   }
   segment* s = segment_of(p);
+  EMBER_POISON(p, s->block_size);
   process_heap* owner = s->owner.load(std::memory_order_relaxed);
   if (__builtin_expect(owner == tl_heap && owner && s->cls != large_class, 1)) {
     auto* b = static_cast<heap_block*>(p);
@@ -541,6 +559,17 @@ inline void heap_free(void* p) noexcept {
     return;
   }
   free_slow(p, s, owner);
+}
+
+// What operator new hands out: the n bytes asked for become addressable
+// (AddressSanitizer builds; elsewhere nothing happens).
+inline void* handed_out(void* p, std::size_t n) noexcept {
+#if defined(EMBER_ASAN)
+  if (in_arena(p)) EMBER_UNPOISON(p, n ? n : 1);
+#else
+  (void)n;
+#endif
+  return p;
 }
 
 void heap_free_aligned(void* p, std::size_t align) noexcept {
@@ -572,10 +601,71 @@ void heap_leave() noexcept {
   tl_heap_process = nullptr;
 }
 
-void heap_reclaim(process_heap* h) noexcept {
+namespace {
+// Quarantined spans: an append-only table read by the fault handler.
+struct quarantine_record {
+  std::uintptr_t lo, hi;
+  heap_owner owner;
+};
+constexpr std::size_t quarantine_capacity = 1 << 16;
+std::atomic<bool> quarantine_on{false};
+std::atomic<std::size_t> quarantine_count{0};
+quarantine_record* quarantine_table = nullptr;  // set once, before quarantine_on
+std::mutex quarantine_mu;
+
+// True if the span went to quarantine instead of the pool.
+bool quarantine(segment* s, heap_owner owner) noexcept {
+  std::lock_guard lock(quarantine_mu);
+  std::size_t i = quarantine_count.load(std::memory_order_relaxed);
+  if (i >= quarantine_capacity) return false;  // full: back to normal reuse
+  auto lo = reinterpret_cast<std::uintptr_t>(s);
+  quarantine_table[i] = {lo, lo + s->span * segment_bytes, owner};
+  if (::mprotect(s, s->span * segment_bytes, PROT_NONE) != 0) return false;
+  quarantine_count.store(i + 1, std::memory_order_release);
+  return true;
+}
+}  // namespace
+
+void heap_quarantine_enable() noexcept {
+  std::lock_guard lock(quarantine_mu);
+  if (quarantine_table) return;
+  void* mem = ::mmap(nullptr, quarantine_capacity * sizeof(quarantine_record), PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (mem == MAP_FAILED) return;
+  quarantine_table = static_cast<quarantine_record*>(mem);
+  quarantine_on.store(true, std::memory_order_release);
+}
+
+bool heap_quarantined(const void* address, heap_owner* owner) noexcept {
+  if (!quarantine_on.load(std::memory_order_acquire)) return false;
+  auto a = reinterpret_cast<std::uintptr_t>(address);
+  std::size_t n = quarantine_count.load(std::memory_order_acquire);
+  for (std::size_t i = n; i-- > 0;) {
+    const quarantine_record& r = quarantine_table[i];
+    if (a >= r.lo && a < r.hi) {
+      if (owner) *owner = r.owner;
+      return true;
+    }
+  }
+  return false;
+}
+
+void heap_reclaim(process_heap* h, heap_owner owner) noexcept {
   if (!h) return;
   segment* chain = h->all;
   for (segment* s = chain; s; s = s->all_next) s->in_avail = false;
+  if (chain && quarantine_on.load(std::memory_order_relaxed)) {
+    segment* rest = nullptr;
+    for (segment* s = chain; s;) {
+      segment* next = s->all_next;
+      if (!quarantine(s, owner)) {
+        s->all_next = rest;
+        rest = s;
+      }
+      s = next;
+    }
+    chain = rest;
+  }
   if (chain) pool_give(chain);
   for (auto& a : h->avail) a = nullptr;
   h->all = nullptr;
@@ -634,38 +724,38 @@ std::size_t heap_block_size(std::size_t n) noexcept {
 
 // ------------------------------------------- the replaced operator new
 
-void* operator new(std::size_t n) { return ember::detail::heap_allocate(n); }
-void* operator new[](std::size_t n) { return ember::detail::heap_allocate(n); }
+void* operator new(std::size_t n) { return ember::detail::handed_out(ember::detail::heap_allocate(n), n); }
+void* operator new[](std::size_t n) { return ember::detail::handed_out(ember::detail::heap_allocate(n), n); }
 void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
   try {
-    return ember::detail::heap_allocate(n);
+    return ember::detail::handed_out(ember::detail::heap_allocate(n), n);
   } catch (...) {
     return nullptr;
   }
 }
 void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
   try {
-    return ember::detail::heap_allocate(n);
+    return ember::detail::handed_out(ember::detail::heap_allocate(n), n);
   } catch (...) {
     return nullptr;
   }
 }
 void* operator new(std::size_t n, std::align_val_t a) {
-  return ember::detail::heap_allocate_aligned(n, std::size_t(a));
+  return ember::detail::handed_out(ember::detail::heap_allocate_aligned(n, std::size_t(a)), n);
 }
 void* operator new[](std::size_t n, std::align_val_t a) {
-  return ember::detail::heap_allocate_aligned(n, std::size_t(a));
+  return ember::detail::handed_out(ember::detail::heap_allocate_aligned(n, std::size_t(a)), n);
 }
 void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
   try {
-    return ember::detail::heap_allocate_aligned(n, std::size_t(a));
+    return ember::detail::handed_out(ember::detail::heap_allocate_aligned(n, std::size_t(a)), n);
   } catch (...) {
     return nullptr;
   }
 }
 void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
   try {
-    return ember::detail::heap_allocate_aligned(n, std::size_t(a));
+    return ember::detail::handed_out(ember::detail::heap_allocate_aligned(n, std::size_t(a)), n);
   } catch (...) {
     return nullptr;
   }

@@ -62,7 +62,17 @@ extern __attribute__((tls_model("initial-exec"))) thread_local process* tl_heap_
 void heap_enter(process* p) noexcept;
 void heap_leave() noexcept;
 // Returns every segment of h to the pool at once; h goes back to its pool.
-void heap_reclaim(process_heap* h) noexcept;
+// `owner` names the dead process in quarantine reports.
+struct heap_owner {
+  std::uint32_t node = 0, slot = 0, generation = 0;
+};
+void heap_reclaim(process_heap* h, heap_owner owner) noexcept;
+
+// Debug (runtime_options::quarantine_dead_heaps): reclaimed segments are
+// made inaccessible and never reused, so that a use of a dead process's
+// memory faults; the fault handler asks this who owned the address.
+void heap_quarantine_enable() noexcept;
+bool heap_quarantined(const void* address, heap_owner* owner) noexcept;  // async-signal-safe
 // Implemented by the process layer: the current process's heap passed its
 // limit. Does not return if it ends the process.
 void heap_limit_exceeded(process_heap* h) noexcept;

@@ -531,7 +531,9 @@ void release_heap(process* p) noexcept {
   process_heap* h = p->heap.load(std::memory_order_relaxed);
   p->heap.store(nullptr, std::memory_order_relaxed);
   if (tl_heap == h) tl_heap = nullptr;
-  heap_reclaim(h);
+  if (!h) return;
+  node* n = current_node();
+  heap_reclaim(h, {n ? n->table.node_id() : 0, p->slot, p->generation() & process_table::gen_mask});
 }
 
 [[noreturn]] void abandon_on_fault(process& p) noexcept { leave(p, suspend_reason::abandoned); }

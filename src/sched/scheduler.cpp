@@ -357,6 +357,7 @@ void scheduler::execute(process* p) noexcept {
 
 runtime_node::runtime_node(const runtime_options& o) : node(o), timers_(*this) {
   install_fault_handlers();
+  if (o.quarantine_dead_heaps) heap_quarantine_enable();
   for (unsigned i = 0; i < options.schedulers; ++i) scheds.push_back(std::make_unique<scheduler>(*this, i));
   for (auto& s : scheds) s->start();
 }

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -78,7 +79,7 @@ TEST_P(crashes, stack_overflow_ends_only_the_process_with_stack_overflow) {
 }
 
 TEST_P(crashes, stack_overflow_does_not_unwind_and_reclaims_the_heap) {
-  destructor_counter destroyed;
+  destructor_counter destroyed = destructor_counter::for_abandoned_stack();
   auto before = rt().stats().heap_segments_in_use;
   ember::spawn_options small;
   small.stack_size = 64 * 1024;
@@ -209,6 +210,32 @@ TEST_F(fault_death, by_default_a_segfault_ends_the_node_with_a_report_naming_the
         rt.wait();
       },
       "ember: process <0\\.[0-9]+\\.[0-9]+> received SIGSEGV at address 0x0");
+}
+
+}  // namespace
+
+namespace {
+
+// A use of a dead process's memory, with quarantine on: reported, naming
+// the process, and the node ends (it is a debugging aid).
+TEST_F(fault_death, quarantined_heap_reports_a_use_after_its_process_exited) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        ember::runtime_options o;
+        o.schedulers = 1;
+        o.quarantine_dead_heaps = true;
+        ember::runtime rt(o);
+        oneshot<std::uintptr_t> address;
+        rt.spawn([address] {
+          auto* kept = new std::string(300, 'q');  // in this process's heap
+          address.set(reinterpret_cast<std::uintptr_t>(kept));
+        });
+        rt.wait();
+        auto* dead = reinterpret_cast<std::string*>(address.get());
+        std::fprintf(stderr, "read %zu\n", dead->size());
+      },
+      "ember: use of memory of process <0\\.[0-9]+\\.[0-9]+> after it exited \\(its heap was reclaimed\\)");
 }
 
 }  // namespace

@@ -71,16 +71,6 @@ void allocate_past_the_limit() {
   }
 }
 
-// A destructor_counter whose guard will sit on a stack that is never
-// unwound (heap limit): that guard never drops its reference to the count,
-// by design, so the counter is also kept here for the rest of the run;
-// otherwise LeakSanitizer rightly reports the count as leaked.
-destructor_counter counter_for_an_abandoned_stack() {
-  static auto* kept = new std::vector<destructor_counter>;  // test thread only
-  destructor_counter c;
-  kept->push_back(c);
-  return c;
-}
 
 // The runtime's heap segments in use, once every process has exited and
 // the segments of the last ones have gone back to the pool; false (and a
@@ -410,7 +400,7 @@ TEST_P(heaps, a_new_process_starts_with_an_empty_heap_after_a_leaky_one_exits) {
 // ------------------------------------------------------------ max_heap_bytes
 
 TEST_P(heaps, passing_max_heap_bytes_ends_the_process_with_heap_limit_without_unwinding) {
-  destructor_counter dtors = counter_for_an_abandoned_stack();
+  destructor_counter dtors = destructor_counter::for_abandoned_stack();
   ember::spawn_options o;
   o.max_heap_bytes = 256 * 1024;
   watched w = spawn_watched(
@@ -520,7 +510,7 @@ TEST_P(heaps, a_process_may_hold_up_to_max_heap_bytes_and_no_more) {
 TEST_P(heaps, a_message_that_takes_the_receiver_past_its_limit_ends_it_with_heap_limit) {
   ember::spawn_options o;
   o.max_heap_bytes = 64 * 1024;
-  destructor_counter dtors = counter_for_an_abandoned_stack();
+  destructor_counter dtors = destructor_counter::for_abandoned_stack();
   watched w = spawn_watched(
       rt(),
       [dtors] {

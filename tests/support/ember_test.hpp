@@ -23,6 +23,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include <ember/ember.hpp>
 
@@ -184,6 +185,15 @@ struct destructor_counter {
   };
   guard make() const { return guard(count); }
   int value() const { return count->load(); }
+  // For a process that ends without unwinding (heap limit, stack overflow):
+  // its guard never lets go of the count, so the count is kept reachable
+  // for the rest of the run (LeakSanitizer would report it). Test thread only.
+  static destructor_counter for_abandoned_stack() {
+    static auto* kept = new std::vector<destructor_counter>;
+    destructor_counter c;
+    kept->push_back(c);
+    return c;
+  }
 };
 
 // Runs `fn` in a new process and returns its result to the test thread.

@@ -35,6 +35,12 @@ struct runtime_options {
   // `fault`. A last resort: the fault may have corrupted memory others use.
   // (A stack overflow always ends only the process: `stack_overflow`.)
   bool isolate_faults = false;
+  // Debugging use-after-exit: the memory of a dead process's heap is made
+  // inaccessible and never reused (up to 4 GiB of it), so a later use of it
+  // by anyone faults and is reported with the dead process's pid. Costs
+  // memory and a system call per 64 KiB segment; applies to every runtime of
+  // the OS process from the moment one runtime enables it.
+  bool quarantine_dead_heaps = false;
 };
 
 struct runtime_stats {
