@@ -217,6 +217,7 @@ segment* pool_take(std::size_t k) {
       *link = s->all_next;
       if (s->span > k) {  // split: the rest stays free (and counted)
         auto* rest = reinterpret_cast<segment*>(reinterpret_cast<char*>(s) + k * segment_bytes);
+        EMBER_UNPOISON(rest, segment_header);
         new (rest) segment();
         rest->span = s->span - std::uint32_t(k);
         s->span = std::uint32_t(k);

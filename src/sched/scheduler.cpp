@@ -341,6 +341,10 @@ void scheduler::execute(process* p) noexcept {
         p->stk = nullptr;
         p->ctx = nullptr;
         sanitizers::forget_stack(s->bottom(), s->usable());
+        // ThreadSanitizer's shadow call stack of that fiber still holds the
+        // dropped frames: the next process on this stack gets a fresh fiber.
+        sanitizers::destroy_fiber(s->tsan_fiber);
+        s->tsan_fiber = sanitizers::create_fiber();
         rt.stacks.put(stacks, s);
         set_current_process(p);
         end_abandoned(rt, p, fault);

@@ -135,6 +135,13 @@ TEST_P(crashes, one_overflow_among_thousands_of_processes_leaves_the_others_runn
 }
 
 TEST_P(crashes, overflowed_stacks_are_reused_by_later_processes) {
+#if defined(__SANITIZE_THREAD__)
+  // ThreadSanitizer wraps signal handlers and keeps per-thread state that a
+  // handler that never returns leaves behind; after a few such exits on one
+  // thread its runtime stops delivering SIGSEGV to ember's handler. One
+  // overflow per test (the tests above) works under it.
+  GTEST_SKIP() << "repeated overflows on one thread are not supported under ThreadSanitizer";
+#endif
   ember::spawn_options small;
   small.stack_size = 64 * 1024;
   for (int i = 0; i < 20; ++i) {
