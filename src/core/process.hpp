@@ -9,12 +9,17 @@
 //   runnable   on exactly one run queue. Nobody touches stack or private
 //              queue; senders only push to the incoming stack.
 //   running    on one scheduler thread, which alone touches the control
-//              block's non-atomic fields, the stack and the private queue.
+//              block's non-atomic fields, the stack and the private queue,
+//              and allocates from and frees into its heap (tl_heap is it).
+//              Other threads only push blocks they free on its heap's
+//              remote stack, and read its counters.
 //   waiting    switched out, its mailbox head carries WAITING. The first
 //              pusher to see WAITING owns the process and makes it runnable.
 //              A handler process waiting between messages holds no stack.
 //   exiting    alive bit cleared: no new references can be taken, sends to it
-//              are no-ops; it still runs its exit code on its own stack.
+//              are no-ops; it still runs its exit code on its own stack (or,
+//              abandoned after a heap limit or a fault, on its scheduler's),
+//              its heap still current; the scheduler then reclaims the heap.
 //   dead       the last reference dropped: finalize() drains what was pushed
 //              meanwhile (answering link/monitor requests with noproc), bumps
 //              the generation and frees the slot.
