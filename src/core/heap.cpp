@@ -102,8 +102,8 @@
 
 namespace ember::detail {
 
-__attribute__((tls_model("initial-exec"))) thread_local process_heap* tl_heap = nullptr;
-__attribute__((tls_model("initial-exec"))) thread_local process* tl_heap_process = nullptr;
+constinit __attribute__((tls_model("initial-exec"))) thread_local process_heap* tl_heap = nullptr;
+constinit __attribute__((tls_model("initial-exec"))) thread_local process* tl_heap_process = nullptr;
 
 namespace {
 

@@ -55,8 +55,9 @@ struct process_heap {
 // The heap operator new uses on this thread (nullptr: global or not made
 // yet), and the process it belongs to (nullptr: global). Set on every
 // switch and by global_heap_scope; read only by the allocator.
-extern __attribute__((tls_model("initial-exec"))) thread_local process_heap* tl_heap;
-extern __attribute__((tls_model("initial-exec"))) thread_local process* tl_heap_process;
+// constinit: no TLS wrapper call on each access from other files.
+extern constinit __attribute__((tls_model("initial-exec"))) thread_local process_heap* tl_heap;
+extern constinit __attribute__((tls_model("initial-exec"))) thread_local process* tl_heap_process;
 
 // The heap of p becomes current (or the global heap, inside a scope).
 void heap_enter(process* p) noexcept;

@@ -48,7 +48,11 @@ constexpr std::size_t max_stack = std::size_t(1) << 30;
 __attribute__((noinline)) process* current_process() noexcept { return tl_process; }
 __attribute__((noinline)) void set_current_process(process* p) noexcept {
   tl_process = p;
-  if (p) heap_enter(p); else heap_leave();  // its heap follows it from thread to thread
+  // Its heap follows it from thread to thread (heap_enter, inlined here:
+  // this runs twice per switch).
+  const bool own_heap = p && p->heap_scope_depth == 0;
+  tl_heap = own_heap ? p->heap.load(std::memory_order_relaxed) : nullptr;
+  tl_heap_process = own_heap ? p : nullptr;
 }
 __attribute__((noinline)) node* current_node() noexcept { return tl_node; }
 __attribute__((noinline)) void set_current_node(node* n) noexcept { tl_node = n; }
@@ -273,8 +277,12 @@ bool drain_slow(node& n, process& p, on_exit_signal mode = on_exit_signal::unwin
   // stack) but once every envelope is queued, where its exit path finds it.
   struct deferred_limit {
     process& p;
-    explicit deferred_limit(process& proc) : p(proc) { p.heap_limit_deferred = true; }
+    bool on;
+    explicit deferred_limit(process& proc) : p(proc), on(proc.heap_limit != 0) {
+      if (on) p.heap_limit_deferred = true;
+    }
     ~deferred_limit() {
+      if (!on) return;
       p.heap_limit_deferred = false;
       if (p.heap_limit_passed) {
         p.heap_limit_passed = false;
