@@ -1261,6 +1261,31 @@ TEST_P(heaps, shared_value_is_not_counted_in_a_process_heap) {
   EXPECT_EQ(r.uses, 2);
 }
 
+// What a spawned process captures is copied out of its parent's heap: the
+// parent may exit first, and its reclaimed memory be reused by others.
+TEST_P(heaps, captures_of_a_child_outlive_the_parent_that_spawned_it) {
+  struct go {};
+  oneshot<pid> child_id;
+  oneshot<std::string> seen;
+  watched parent = spawn_watched(rt(), [child_id, seen] {
+    std::string name(500, 'c');  // in the parent's heap
+    std::vector<int> numbers(1000, 7);
+    child_id.set(ember::spawn([name, numbers, seen] {
+      ember::receive([](go) {});
+      seen.set(name + ":" + std::to_string(numbers.size()) + ":" + std::to_string(numbers[999]));
+    }));
+  });
+  EXPECT_TRUE(exit_of(parent).is_normal());
+  // Someone else takes (and scribbles over) the memory the parent gave back.
+  in_process(rt(), [] {
+    std::vector<std::string*> v;
+    for (int i = 0; i < 5000; ++i) v.push_back(new std::string(200, 'z'));
+    for (auto* p : v) delete p;
+  });
+  rt().send(child_id.get(), go{});
+  EXPECT_EQ(seen.get(), std::string(500, 'c') + ":1000:7");
+}
+
 EMBER_TEST_WITH_SCHEDULER_COUNTS(heaps);
 
 }  // namespace

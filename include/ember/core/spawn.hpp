@@ -80,8 +80,16 @@ process_body* make_body(F&& f) {
   using D = std::decay_t<F>;
   static_assert(std::is_invocable_v<D&>, "ember::spawn: a function process takes no arguments "
                                          "(capture what it needs in a lambda)");
-  global_heap_scope runtime_owned;  // the body belongs to the child, not to the caller's heap
-  return new function_body<D>(std::forward<F>(f));
+  // The body belongs to the child, not to the caller's heap: it is copied
+  // (a move would keep what the captures own in the caller's heap, which
+  // goes when the caller exits). Move-only captures are moved: make them in
+  // a global_heap_scope if the caller may exit first.
+  global_heap_scope runtime_owned;
+  if constexpr (std::is_copy_constructible_v<D>) {
+    return new function_body<D>(static_cast<const D&>(f));
+  } else {
+    return new function_body<D>(std::forward<F>(f));
+  }
 }
 }  // namespace detail
 
@@ -101,8 +109,12 @@ handler_spec<std::decay_t<H>> handler(H&& state) {
 namespace detail {
 template <class F>
 process_body* make_body(handler_spec<F>&& h) {
-  global_heap_scope runtime_owned;
-  return new handler_body<F>(std::move(h.state));
+  global_heap_scope runtime_owned;  // copied, as a function body is
+  if constexpr (std::is_copy_constructible_v<F>) {
+    return new handler_body<F>(static_cast<const F&>(h.state));
+  } else {
+    return new handler_body<F>(std::move(h.state));
+  }
 }
 template <class F>
 process_body* make_body(handler_spec<F>& h) {
