@@ -21,6 +21,20 @@
 // 1024 round trips that it is not on the garbage process's thread and says
 // on stderr if it ever was.
 //
+// spawn_options::scheduler only says where a process starts: a process that
+// yields goes to its scheduler's ring, where an idle scheduler may steal it.
+// So that the garbage process stays on scheduler 0, neither scheduler is
+// idle while it runs: it is spawned first and, after its calibration build,
+// spins (no runtime call, so it is in no queue) until the ping-pong has
+// started on scheduler 1; the pinger ping-pongs unmeasured until the garbage
+// process has begun its first cycle, then measures. No message goes to the
+// garbage process (a woken process moves to its waker's scheduler).
+// (A process placed on a scheduler whose ring is never empty, e.g. because
+// a process there keeps yielding, waits in that scheduler's inbox for as
+// long as the ring stays non-empty: an earlier version of this program, in
+// which the garbage process could be stolen onto scheduler 1 before the
+// pinger was placed there, hung that way.)
+//
 // Verification: at least 10,000 round trips per phase, the ponger answered
 // every ping, the garbage process completed at least one cycle (printed as
 // `cycles`) and its structure reached 90% of the target (`garbage_mb`, the
@@ -51,13 +65,13 @@ struct ping {
 struct pong {};
 struct stop_ponger {};
 struct pinger_done {
-  std::uint64_t roundtrips;
+  std::uint64_t roundtrips;  // measured
+  std::uint64_t warmup;      // before the measure
   std::int64_t colocated;  // samples taken on the garbage process's thread
 };
 struct ponger_done {
   std::int64_t answered;
 };
-struct garbage_started {};
 struct garbage_done {
   std::int64_t cycles;
   std::int64_t elements;         // per structure
@@ -68,7 +82,14 @@ struct garbage_done {
 bench::latency_hist hists[2];  // 0: baseline, 1: with garbage
 
 std::atomic<bool> garbage_stop{false};
+std::atomic<bool> pair_running{false};     // the ping-pong has started
+std::atomic<bool> garbage_running{false};  // the garbage process has begun its first cycle
 std::atomic<std::uintptr_t> garbage_thread{0};  // the thread running the garbage process
+
+// Progress, for a post-mortem (gdb) when a run hangs: the driver's step
+// and the garbage process's completed cycles.
+std::atomic<int> driver_step{0};
+std::atomic<std::int64_t> garbage_cycles{0};
 
 std::uintptr_t this_thread_id() { return std::uintptr_t(pthread_self()); }
 
@@ -122,6 +143,7 @@ std::size_t my_heap_bytes() {
 }
 
 void garbage_loop(ember::pid driver, std::size_t target_bytes) {
+  garbage_thread.store(this_thread_id(), std::memory_order_relaxed);
   // Calibration: the heap bytes one element costs.
   constexpr std::int64_t probe = 20000;
   std::int64_t elements;
@@ -132,7 +154,14 @@ void garbage_loop(ember::pid driver, std::size_t target_bytes) {
     std::size_t per = std::max<std::size_t>(1, (my_heap_bytes() - before) / probe);
     elements = std::int64_t(target_bytes / per);
   }
-  ember::send(driver, garbage_started{});
+  // Keep scheduler 0 busy (and this process in no queue) until the
+  // ping-pong keeps scheduler 1 busy: then nobody can steal anybody.
+  while (!pair_running.load(std::memory_order_acquire)) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+  garbage_running.store(true, std::memory_order_release);
   std::int64_t cycles = 0;
   std::size_t max_built = 0;
   while (!garbage_stop.load(std::memory_order_relaxed)) {
@@ -143,6 +172,7 @@ void garbage_loop(ember::pid driver, std::size_t target_bytes) {
       max_built = std::max(max_built, my_heap_bytes());
     }  // dropped: every block freed
     ++cycles;
+    garbage_cycles.store(cycles, std::memory_order_relaxed);
     ember::yield();  // between cycles only
   }
   garbage_thread.store(0, std::memory_order_relaxed);
@@ -165,10 +195,17 @@ void ponger_loop(ember::pid driver) {
   ember::send(driver, ponger_done{answered});
 }
 
-void pinger_loop(ember::pid driver, bench::latency_hist* h, std::int64_t seconds) {
+void pinger_loop(ember::pid driver, bench::latency_hist* h, std::int64_t seconds, bool with_garbage) {
   const ember::pid me = ember::self();
   const ember::pid ponger = ember::spawn([driver] { ponger_loop(driver); });
   h->clear();
+  pair_running.store(true, std::memory_order_release);
+  std::uint64_t warmup = 0;  // unmeasured round trips while the garbage process gets going
+  while (with_garbage && !garbage_running.load(std::memory_order_acquire)) {
+    ember::send(ponger, ping{me});
+    ember::receive([](pong) {});
+    ++warmup;
+  }
   const auto deadline = bench::clock::now() + std::chrono::seconds(seconds);
   std::uint64_t n = 0;
   std::int64_t colocated = 0;
@@ -183,13 +220,14 @@ void pinger_loop(ember::pid driver, bench::latency_hist* h, std::int64_t seconds
     if (t1 >= deadline) break;
   }
   ember::send(ponger, stop_ponger{});
-  ember::send(driver, pinger_done{n, colocated});
+  ember::send(driver, pinger_done{n, warmup, colocated});
 }
 
 // --- the driver --------------------------------------------------------------
 
 struct phase_result {
   std::uint64_t roundtrips = 0;
+  std::uint64_t warmup = 0;
   std::int64_t answered = 0;
   std::int64_t colocated = 0;
   garbage_done garbage{0, 0, 0};
@@ -204,30 +242,39 @@ phase_result run_phase(ember::runtime& rt, bool with_garbage, std::int64_t secon
   const std::uint64_t steals_before = rt.stats().steals;
   garbage_stop.store(false);
   garbage_thread.store(0);
+  pair_running.store(false);
+  garbage_running.store(false);
   int monitored = 0;
+  const int step = with_garbage ? 10 : 0;  // driver_step: 1..6 baseline, 11..16 with garbage
+  driver_step.store(step + 1);
   if (with_garbage) {
     ember::spawn_options o;
     o.scheduler = 0;
     ember::spawn_monitor([me, target_bytes] { garbage_loop(me, target_bytes); }, o);
     ++monitored;
-    ember::receive([](garbage_started) {});
   }
+  driver_step.store(step + 2);
   ember::spawn_options o;
   o.scheduler = 1;
-  ember::spawn_monitor([me, h, seconds] { pinger_loop(me, h, seconds); }, o);
+  ember::spawn_monitor([me, h, seconds, with_garbage] { pinger_loop(me, h, seconds, with_garbage); }, o);
   ++monitored;
   pinger_done pd = ember::receive([](pinger_done d) { return d; });
+  driver_step.store(step + 3);
   r.roundtrips = pd.roundtrips;
+  r.warmup = pd.warmup;
   r.colocated = pd.colocated;
   r.answered = ember::receive([](ponger_done d) { return d.answered; });
+  driver_step.store(step + 4);
   if (with_garbage) {
     garbage_stop.store(true);
     r.garbage = ember::receive([](garbage_done d) { return d; });
   }
+  driver_step.store(step + 5);
   for (int i = 0; i < monitored; ++i) {
     bool normal = ember::receive([](ember::down d) { return d.reason.is_normal(); });
     r.exits_normal = r.exits_normal && normal;
   }
+  driver_step.store(step + 6);
   r.steals = rt.stats().steals - steals_before;
   return r;
 }
@@ -269,9 +316,9 @@ int main(int argc, char** argv) {
                    (unsigned long long)r->roundtrips);
       ok = false;
     }
-    if (std::uint64_t(r->answered) != r->roundtrips) {
+    if (std::uint64_t(r->answered) != r->roundtrips + r->warmup) {
       std::fprintf(stderr, "%s: error: %s phase: the ponger answered %lld pings, the pinger made %llu round trips\n",
-                   me, name, (long long)r->answered, (unsigned long long)r->roundtrips);
+                   me, name, (long long)r->answered, (unsigned long long)(r->roundtrips + r->warmup));
       ok = false;
     }
     if (!r->exits_normal) {

@@ -375,7 +375,8 @@ EMBER_ALLOCATOR void free_local(process_heap* h, segment* s, void* p) {
   b->next = s->free;
   s->free = b;
   count_free(h, s->block_size);
-  if (--s->used == 0 || !s->in_avail) free_local_slow(h, s);
+  --s->used;
+  if (!s->in_avail || (s->used == 0 && s->avail_prev)) free_local_slow(h, s);
 }
 
 EMBER_ALLOCATOR void drain_remote(process_heap* h) {
@@ -556,7 +557,10 @@ EMBER_ALLOCATOR inline void heap_free(void* p) noexcept {
     b->next = s->free;
     s->free = b;
     count_free(owner, s->block_size);
-    if (__builtin_expect(--s->used == 0 || !s->in_avail, 0)) free_local_slow(owner, s);
+    // Lists change only when a full segment gets room, or one that is not
+    // the class's current segment (the head: no avail_prev) empties.
+    --s->used;
+    if (__builtin_expect(!s->in_avail || (s->used == 0 && s->avail_prev), 0)) free_local_slow(owner, s);
     return;
   }
   free_slow(p, s, owner);

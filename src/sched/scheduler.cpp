@@ -183,8 +183,12 @@ process* scheduler::take_next() noexcept {
 }
 
 process* scheduler::local_work() noexcept {
+  // Every 61st turn the queues nobody else drains come first, so that a
+  // busy ring cannot starve them: the global queue, and the inbox of
+  // processes spawned onto this scheduler.
   if (++tick_ % 61 == 0) {
     if (process* p = rt.global.pop()) return p;
+    if (process* p = inbox.pop()) return p;
   }
   if (process* p = take_next()) return p;
   next_streak_ = 0;

@@ -264,6 +264,34 @@ TEST(runtime_fairness, two_processes_talking_through_run_next_do_not_starve_a_qu
   EXPECT_TRUE(rt.wait_for(10s));
 }
 
+TEST(runtime_fairness, a_process_spawned_onto_a_busy_scheduler_gets_to_run) {
+  // Both schedulers are kept busy by processes that yield for ever; a
+  // process spawned onto scheduler 1 waits in its inbox, which nobody can
+  // steal from. It must run all the same.
+  ember::runtime_options o;
+  o.schedulers = 2;
+  ember::runtime rt(o);
+  auto stop = std::make_shared<std::atomic<bool>>(false);
+  inbox<int> busy;
+  for (int s = 0; s < 2; ++s) {
+    ember::spawn_options on;
+    on.scheduler = s;
+    for (int i = 0; i < 2; ++i)
+      rt.spawn([stop, busy] {
+        busy.put(1);
+        while (!stop->load()) ember::yield();
+      }, on);
+  }
+  for (int i = 0; i < 4; ++i) busy.take();
+  oneshot<bool> ran;
+  ember::spawn_options on1;
+  on1.scheduler = 1;
+  rt.spawn([ran] { ran.set(true); }, on1);
+  EXPECT_TRUE(ran.get(10s, "the process spawned onto a busy scheduler"));
+  stop->store(true);
+  EXPECT_TRUE(rt.wait_for(10s));
+}
+
 EMBER_TEST_WITH_SCHEDULER_COUNTS(runtime_basics);
 
 // ---- shutdown and destruction (each test owns its runtime) ----
