@@ -420,7 +420,15 @@ EMBER_ALLOCATOR bool carve(segment* s) {
   return true;
 }
 
-EMBER_ALLOCATOR void* alloc_small_slow(process_heap* h, unsigned c) {
+EMBER_ALLOCATOR // Allocation costs the current process reductions, charged in the slow
+// paths only (a refill of a class, a large block): the fast path stays a
+// free-list pop. The yield happens at the process's next runtime call.
+inline void charge_reductions(std::uint32_t n) {
+  if (process* p = tl_heap_process) p->reductions += n;
+}
+
+void* alloc_small_slow(process_heap* h, unsigned c) {
+  charge_reductions(1);
   if (h->remote.load(std::memory_order_relaxed)) drain_remote(h);
   for (;;) {
     segment* s = h->avail[c];
@@ -454,6 +462,7 @@ EMBER_ALLOCATOR void* alloc_small_slow(process_heap* h, unsigned c) {
 // A large block at `offset` (>= the header, a power of two for alignment)
 // into a span of its own.
 void* alloc_large(process_heap* h, std::size_t n, std::size_t offset) {
+  charge_reductions(std::uint32_t(std::min<std::size_t>(n / 4096 + 1, 1u << 20)));
   if (h->remote.load(std::memory_order_relaxed)) drain_remote(h);
   if (n > arena_reserve) out_of_memory();
   std::size_t k = (n + offset + segment_bytes - 1) / segment_bytes;

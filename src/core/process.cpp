@@ -39,8 +39,6 @@ namespace {
 __attribute__((tls_model("initial-exec"))) thread_local process* tl_process = nullptr;
 __attribute__((tls_model("initial-exec"))) thread_local node* tl_node = nullptr;
 
-// Reductions a process may spend before it yields to others.
-constexpr std::uint32_t reduction_budget = 2000;
 constexpr std::size_t min_stack = 16 * 1024;
 constexpr std::size_t max_stack = std::size_t(1) << 30;
 }  // namespace
@@ -78,7 +76,13 @@ pid self_pid(node& n, const process& p) { return n.table.pid_of(&p); }
 
 // Switches to the scheduler. Returns when the scheduler resumes us,
 // possibly on another thread.
+inline void bank_reductions(process& p) {
+  p.reductions_done.store(p.reductions_done.load(std::memory_order_relaxed) + p.reductions,
+                          std::memory_order_relaxed);
+}
+
 void suspend(process& p, suspend_reason why) {
+  bank_reductions(p);
   p.why = why;
   switch_point* home = p.home;
 #if defined(EMBER_ASAN)
@@ -100,6 +104,7 @@ void suspend(process& p, suspend_reason why) {
 
 // The last switch of a context that will never be resumed.
 [[noreturn]] void leave(process& p, suspend_reason why) {
+  bank_reductions(p);
   p.why = why;
   switch_point* home = p.home;
   sanitizers::start_switch(nullptr, home->stack_bottom, home->stack_size, home->tsan_fiber);
@@ -327,7 +332,7 @@ __attribute__((noinline)) void yield_for_reductions(node& n, process& p) {
 
 inline void charge(node& n, process& p, std::uint32_t cost) {
   p.reductions += cost;
-  if (__builtin_expect(p.reductions >= reduction_budget, 0)) yield_for_reductions(n, p);
+  if (__builtin_expect(p.reductions >= n.options.reductions, 0)) yield_for_reductions(n, p);
 }
 
 void destroy_chain(envelope* e) noexcept {
@@ -502,6 +507,7 @@ void finalize(node& n, process* p) noexcept {
   p->timed_out = false;
   p->awaiting_timeout = false;
   p->reductions = 0;
+  p->reductions_done.store(0, std::memory_order_relaxed);
   p->heap_limit = 0;
   p->heap_unlimited = false;
   p->heap_limit_deferred = false;
@@ -895,6 +901,7 @@ std::optional<process_snapshot> process_info_on(node& n, pid id) {
     s.heap_peak_bytes = h->peak.load(std::memory_order_relaxed);
   }
   s.heap_limit_bytes = t->heap_limit;
+  s.reductions = t->reductions_done.load(std::memory_order_relaxed);
   release_ref(n, t);
   return s;
 }
@@ -903,6 +910,12 @@ std::optional<process_snapshot> process_info_on(node& n, pid id) {
 std::optional<process_snapshot> process_info(pid p) {
   self_or_throw("process_info");
   return process_info_on(*current_node(), p);
+}
+
+void check() {
+  process* p = current_process();
+  if (!p) return;
+  charge(*current_node(), *p, 1);
 }
 
 void yield() {

@@ -102,6 +102,9 @@ struct process {
   unsigned eh_uncaught = 0;
   std::uint32_t slot = 0;
   std::uint32_t reductions = 0;   // spent in this turn
+  // Spent in earlier turns: the owner adds each turn's when it switches
+  // out (relaxed); process_info reads it from anywhere.
+  std::atomic<std::uint64_t> reductions_done{0};
   std::uint32_t receive_seq = 0;  // names the current receive's timeout
   std::size_t stack_request = 0;  // spawn option
   // Made by its first allocation, reclaimed at exit. Written by the thread

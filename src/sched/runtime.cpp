@@ -21,6 +21,9 @@ runtime_options checked(runtime_options o) {
                                             " is outside [16 KiB, 1 GiB]");
   if (o.handler_batch == 0)
     throw error(errc::invalid_argument, "runtime: handler_batch must be at least 1");
+  if (o.reductions == 0 || o.reductions > 100'000'000)
+    throw error(errc::invalid_argument, "runtime: reductions " + std::to_string(o.reductions) +
+                                            " is outside [1, 100000000]");
   if (o.node_id >= (1u << pid::node_bits))
     throw error(errc::invalid_argument, "runtime: node_id " + std::to_string(o.node_id) + " does not fit in " +
                                             std::to_string(pid::node_bits) + " bits");

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -78,6 +79,7 @@ struct process_snapshot {
   std::size_t heap_bytes = 0;        // live bytes in its heap, counted by size class
   std::size_t heap_peak_bytes = 0;   // the most its heap held at once
   std::size_t heap_limit_bytes = 0;  // spawn_options::max_heap_bytes (0: none)
+  std::uint64_t reductions = 0;      // spent in its completed turns (see check())
 };
 // nullopt if p is not alive. Outside processes: runtime::process_info.
 std::optional<process_snapshot> process_info(pid p);
@@ -87,6 +89,16 @@ std::optional<process_snapshot> process_info_on(node& n, pid p);
 
 // Gives the scheduler to other runnable processes, then continues.
 void yield();
+
+// A cheap point where a long computation lets others run: it costs one
+// reduction, and once the process has spent its budget
+// (runtime_options::reductions) it yields, and an exit signal sent to it
+// takes effect. Outside processes it does nothing. Every runtime call
+// (send, receive, spawn, link, monitor, timers) costs reductions the same
+// way; allocating in the process heap costs them too (one per refill of a
+// size class, one per 4 KiB of a large block), the yield then happening at
+// the next runtime call.
+void check();
 
 // The number of messages waiting in the caller's mailbox.
 std::size_t message_queue_len();

@@ -27,6 +27,10 @@ struct runtime_options {
   std::size_t stack_size = 256 * 1024;
   // Messages a handler process handles per turn before letting others run.
   unsigned handler_batch = 64;
+  // Reductions a process may spend before it yields to the next runnable
+  // one (BEAM's budget is 4,000 of its finer-grained reductions). 1 to
+  // 100,000,000.
+  std::uint32_t reductions = 2000;
   // Node number carried in pids (distribution sets it).
   std::uint32_t node_id = 0;
   // A synchronous fault (SIGSEGV outside a stack guard, SIGBUS, SIGFPE,
