@@ -420,14 +420,14 @@ EMBER_ALLOCATOR bool carve(segment* s) {
   return true;
 }
 
-EMBER_ALLOCATOR // Allocation costs the current process reductions, charged in the slow
+// Allocation costs the current process reductions, charged in the slow
 // paths only (a refill of a class, a large block): the fast path stays a
 // free-list pop. The yield happens at the process's next runtime call.
 inline void charge_reductions(std::uint32_t n) {
   if (process* p = tl_heap_process) p->reductions += n;
 }
 
-void* alloc_small_slow(process_heap* h, unsigned c) {
+EMBER_ALLOCATOR void* alloc_small_slow(process_heap* h, unsigned c) {
   charge_reductions(1);
   if (h->remote.load(std::memory_order_relaxed)) drain_remote(h);
   for (;;) {
