@@ -11,7 +11,8 @@
 //
 // Vocabulary
 //   arena     one reservation of address space (64 GiB; 8 GiB in sanitizer
-//             builds), committed from the bottom up as needed. Every process
+//             builds; halved until it fits where address space is limited),
+//             committed from the bottom up as needed. Every process
 //             heap block lives in it, so "is this one of ours?" is one
 //             subtraction and one compare; anything else came from malloc.
 //   segment   64 KiB, 64 KiB-aligned, owned by one heap, holding blocks of
@@ -172,17 +173,24 @@ pool_state& pool() {
   return *p;
 }
 
+// The arena's size, once reserved (a smaller one if the address space is
+// limited: ulimit -v, valgrind).
+std::size_t arena_size = 0;
+
 bool init_arena_locked(pool_state& ps) {
   if (ps.base) return true;
-  std::size_t len = arena_reserve + segment_bytes;
-  void* mem = ::mmap(nullptr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (mem == MAP_FAILED) return false;
-  auto lo = (reinterpret_cast<std::uintptr_t>(mem) + segment_bytes - 1) & ~(segment_bytes - 1);
-  ps.base = ps.frontier = ps.committed = reinterpret_cast<char*>(lo);
-  ps.end = ps.base + arena_reserve;
-  arena_len.store(arena_reserve, std::memory_order_relaxed);
-  arena_lo.store(lo, std::memory_order_release);
-  return true;
+  for (std::size_t size = arena_reserve; size >= (std::size_t(256) << 20); size /= 2) {
+    void* mem = ::mmap(nullptr, size + segment_bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (mem == MAP_FAILED) continue;
+    auto lo = (reinterpret_cast<std::uintptr_t>(mem) + segment_bytes - 1) & ~(segment_bytes - 1);
+    ps.base = ps.frontier = ps.committed = reinterpret_cast<char*>(lo);
+    ps.end = ps.base + size;
+    arena_size = size;
+    arena_len.store(size, std::memory_order_relaxed);
+    arena_lo.store(lo, std::memory_order_release);
+    return true;
+  }
+  return false;  // process heaps cannot grow: their allocations throw bad_alloc
 }
 
 inline segment* segment_of(const void* p) {
@@ -698,7 +706,7 @@ heap_pool_stats heap_pool_statistics() noexcept {
   pool_state& ps = pool();
   std::lock_guard lock(ps.mu);
   heap_pool_stats st;
-  st.arena_reserved = ps.base ? arena_reserve : 0;
+  st.arena_reserved = arena_size;
   st.segments_mapped = std::size_t(ps.frontier - ps.base) / segment_bytes;
   st.segments_free = ps.free_segments;
   return st;

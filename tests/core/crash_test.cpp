@@ -1,6 +1,7 @@
 // Crash isolation: a stack overflow, a heap limit or (when asked) a fault
 // ends one process, which its links and monitors see, and nothing else.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <atomic>
 #include <csignal>
@@ -243,6 +244,38 @@ TEST_F(fault_death, quarantined_heap_reports_a_use_after_its_process_exited) {
         std::fprintf(stderr, "read %zu\n", dead->size());
       },
       "ember: use of memory of process <0\\.[0-9]+\\.[0-9]+> after it exited \\(its heap was reclaimed\\)");
+}
+
+}  // namespace
+
+namespace {
+
+// With the address space limited (ulimit -v, valgrind), the heap arena is
+// reserved smaller, and process heaps still work.
+TEST_F(fault_death, process_heaps_work_with_a_limited_address_space) {
+#if EMBER_TEST_SANITIZED
+  GTEST_SKIP() << "sanitizers reserve their shadow memory beyond any such limit";
+#else
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        struct rlimit limit {};
+        limit.rlim_cur = limit.rlim_max = rlim_t(6) << 30;  // 6 GiB: the 64 GiB arena cannot fit
+        if (::setrlimit(RLIMIT_AS, &limit) != 0) std::_Exit(2);
+        ember::runtime_options o;
+        o.schedulers = 1;
+        ember::runtime rt(o);
+        oneshot<std::size_t> counted;
+        rt.spawn([counted] {
+          std::vector<std::string> v(1000, std::string(100, 'a'));
+          counted.set(ember::process_info(ember::self())->heap_bytes);
+        });
+        std::size_t bytes = counted.get();
+        rt.wait();
+        std::_Exit(bytes >= 1000 * 112 ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
+#endif
 }
 
 }  // namespace
