@@ -22,7 +22,7 @@
 //   - from a non-scheduler thread: the global queue.
 //
 // Finding work (find_work), in order: every 61st turn the global queue
-// first (so it cannot starve); `next` (but after 256 runs in a row through
+// and the inbox first (so a busy ring cannot starve them); `next` (but after 256 runs in a row through
 // `next`, that process goes to the ring's tail, so a pair of processes
 // talking to each other cannot starve the ring); the ring; the inbox; the global
 // queue; then spinning: stealing half of another scheduler's ring, oldest
@@ -46,7 +46,9 @@
 // process switches back with a suspend_reason and the scheduler acts off
 // the process's stack: requeue (yield), park it in its mailbox (wait: the
 // mailbox CAS decides, see mailbox.hpp), take its stack back (idle handler
-// process) or release its stack and self-reference (exited). A handler
+// process), release its stack, heap and self-reference (exited), or run
+// the exit path here for a process ended without unwinding (abandoned:
+// heap limit, stack overflow, isolated fault; see fault.cpp). A handler
 // process is given a stack only for a turn, from the scheduler's LIFO stack
 // cache, so consecutive handler turns reuse the same warm pages.
 //
