@@ -73,15 +73,6 @@ void put_number(std::uint64_t v, unsigned base) {
   } while (v && i > 0);
   put(buf + i);
 }
-const char* signal_name(int sig) {
-  switch (sig) {
-    case SIGSEGV: return "SIGSEGV";
-    case SIGBUS: return "SIGBUS";
-    case SIGFPE: return "SIGFPE";
-    case SIGILL: return "SIGILL";
-  }
-  return "signal";
-}
 
 // The disposition in place before ember's: called, or restored so that the
 // fault, raised again when the handler returns, gets its default action.
@@ -164,7 +155,7 @@ void on_fault(int sig, siginfo_t* info, void* uctx) {
   put(".");
   put_number(p->generation() & process_table::gen_mask, 10);
   put("> received ");
-  put(signal_name(sig));
+  put(fault_signal_name(sig));
   put(" at address 0x");
   put_number(addr, 16);
   put("; ending the node (runtime_options::isolate_faults ends only the process)\n");
@@ -172,6 +163,16 @@ void on_fault(int sig, siginfo_t* info, void* uctx) {
 }
 
 }  // namespace
+
+const char* fault_signal_name(int sig) noexcept {
+  switch (sig) {
+    case SIGSEGV: return "SIGSEGV";
+    case SIGBUS: return "SIGBUS";
+    case SIGFPE: return "SIGFPE";
+    case SIGILL: return "SIGILL";
+  }
+  return "signal";
+}
 
 void install_fault_handlers() {
   static std::once_flag once;

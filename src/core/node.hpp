@@ -68,6 +68,7 @@ void end_abandoned(node& n, process* p, const fault_info& fault) noexcept;
 // Crash isolation (fault.cpp): handlers installed once per OS process; an
 // alternate signal stack per scheduler thread.
 void install_fault_handlers();
+const char* fault_signal_name(int sig) noexcept;  // "SIGSEGV"...; async-signal-safe
 struct signal_stack {
   void* memory = nullptr;
   std::size_t size = 0;

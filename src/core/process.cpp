@@ -18,7 +18,6 @@
 // to do (see scheduler.cpp). A process never parks itself: parking on its
 // own stack would let another thread resume it before the switch finished.
 #include <cxxabi.h>
-#include <signal.h>
 
 #include <algorithm>
 #include <exception>
@@ -563,15 +562,6 @@ std::string hex(const void* a) {
   } while (v);
   return "0x" + s;
 }
-const char* fault_name(int sig) {
-  switch (sig) {
-    case SIGSEGV: return "SIGSEGV";
-    case SIGBUS: return "SIGBUS";
-    case SIGFPE: return "SIGFPE";
-    case SIGILL: return "SIGILL";
-  }
-  return "signal";
-}
 }  // namespace
 
 void end_abandoned(node& n, process* p, const fault_info& fault) noexcept {
@@ -589,7 +579,7 @@ void end_abandoned(node& n, process* p, const fault_info& fault) noexcept {
     if (fault.overflow) {
       reason = exit_reason::stack_overflow("fault at " + hex(fault.address));
     } else if (fault.signal) {
-      reason = exit_reason::fault(std::string(fault_name(fault.signal)) + " at address " + hex(fault.address));
+      reason = exit_reason::fault(std::string(fault_signal_name(fault.signal)) + " at address " + hex(fault.address));
     } else {
       reason = p->rel ? p->rel->pending_exit : exit_reason::killed();
     }
