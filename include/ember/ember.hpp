@@ -6,6 +6,7 @@
 #include "ember/core/heap.hpp"
 #include "ember/core/message.hpp"
 #include "ember/core/pid.hpp"
+#include "ember/core/preempt.hpp"
 #include "ember/core/process.hpp"
 #include "ember/core/receive.hpp"
 #include "ember/core/shared.hpp"

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/heap.hpp"
+#include "core/preempt.hpp"
 #include "ember/core/message.hpp"
 
 namespace ember::detail {
@@ -83,6 +84,7 @@ void envelope_cache_release() noexcept {
 void* envelope_allocate(std::size_t size) {
   std::size_t c = (size - 1) / class_bytes;
   if (!cached || c >= classes) return checked_malloc(size);
+  preempt_hold hold;  // the per-thread cache must not change hands mid-update
   envelope_cache& cache = tl_cache;
   if (!cache.lists[c]) {
     depot& d = shared_depot();
@@ -107,6 +109,7 @@ void envelope_free(void* p, std::size_t size) noexcept {
     std::free(p);
     return;
   }
+  preempt_hold hold;
   envelope_cache& cache = tl_cache;
   if (cache.counts[c] >= magazine) {
     // A full list goes to the depot whole, for allocating threads to take.

@@ -79,6 +79,7 @@
 #include <mutex>
 #include <new>
 
+#include "core/preempt.hpp"
 #include "core/process.hpp"
 #include "ember/core/heap.hpp"
 
@@ -100,6 +101,12 @@
 #define EMBER_POISON(p, n) ((void)(p), (void)(n))
 #define EMBER_UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
+
+// Every function of the allocator lives in one section, whose bounds the
+// preemption signal handler checks: a process is never interrupted inside
+// the allocator, because the code that runs when it is resumed (taking in
+// its messages) allocates from the same heap (see sched/preempt.cpp).
+#define EMBER_HEAP_TEXT __attribute__((section("ember_heap_text")))
 
 namespace ember::detail {
 
@@ -145,7 +152,7 @@ static_assert(class_size_of(small_classes - 1) == small_max);
 static_assert(class_of_size(small_max) == small_classes - 1);
 static_assert(class_of_size(129) == 8 && class_of_size(160) == 8 && class_of_size(161) == 9);
 
-inline unsigned class_of(std::size_t n) {
+EMBER_HEAP_TEXT inline unsigned class_of(std::size_t n) {
   return n <= 1024 ? classes.small_index[(n + 15) >> 4] : class_of_size(n);
 }
 
@@ -168,7 +175,7 @@ struct pool_state {
   process_heap* heaps = nullptr;  // unused heap objects
 };
 
-pool_state& pool() {
+EMBER_HEAP_TEXT pool_state& pool() {
   static pool_state* p = new (std::malloc(sizeof(pool_state))) pool_state();  // never destroyed
   return *p;
 }
@@ -177,7 +184,7 @@ pool_state& pool() {
 // limited: ulimit -v, valgrind).
 std::size_t arena_size = 0;
 
-bool init_arena_locked(pool_state& ps) {
+EMBER_HEAP_TEXT bool init_arena_locked(pool_state& ps) {
   if (ps.base) return true;
   for (std::size_t size = arena_reserve; size >= (std::size_t(256) << 20); size /= 2) {
     void* mem = ::mmap(nullptr, size + segment_bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -193,16 +200,16 @@ bool init_arena_locked(pool_state& ps) {
   return false;  // process heaps cannot grow: their allocations throw bad_alloc
 }
 
-inline segment* segment_of(const void* p) {
+EMBER_HEAP_TEXT inline segment* segment_of(const void* p) {
   return reinterpret_cast<segment*>(reinterpret_cast<std::uintptr_t>(p) & ~(segment_bytes - 1));
 }
 
-inline bool in_arena(const void* p) {
+EMBER_HEAP_TEXT inline bool in_arena(const void* p) {
   return reinterpret_cast<std::uintptr_t>(p) - arena_lo.load(std::memory_order_relaxed) <
          arena_len.load(std::memory_order_relaxed);
 }
 
-void push_free_locked(pool_state& ps, segment* s) {
+EMBER_HEAP_TEXT void push_free_locked(pool_state& ps, segment* s) {
   segment** list = s->span == 1 ? &ps.singles : &ps.multis;
   s->all_next = *list;
   *list = s;
@@ -210,9 +217,9 @@ void push_free_locked(pool_state& ps, segment* s) {
 }
 
 // A span of k segments, or nullptr when the arena is exhausted.
-segment* pool_take(std::size_t k) {
+EMBER_HEAP_TEXT segment* pool_take(std::size_t k) {
   pool_state& ps = pool();
-  std::lock_guard lock(ps.mu);
+  locked_hold lock(ps.mu);
   if (!init_arena_locked(ps)) return nullptr;
   segment* s = nullptr;
   if (k == 1 && ps.singles) {
@@ -258,11 +265,11 @@ segment* pool_take(std::size_t k) {
 
 // Returns a chain (linked through all_next) of spans to the pool. Spans
 // beyond what the pool keeps are handed back to the kernel first.
-void pool_give(segment* chain) {
+EMBER_HEAP_TEXT void pool_give(segment* chain) {
   pool_state& ps = pool();
   std::size_t kept;
   {
-    std::lock_guard lock(ps.mu);
+    locked_hold lock(ps.mu);
     kept = ps.free_segments;
   }
   segment* keep = nullptr;
@@ -279,7 +286,7 @@ void pool_give(segment* chain) {
     keep = s;
     s = next;
   }
-  std::lock_guard lock(ps.mu);
+  locked_hold lock(ps.mu);
   for (segment* s = keep; s;) {
     segment* next = s->all_next;
     push_free_locked(ps, s);
@@ -287,11 +294,11 @@ void pool_give(segment* chain) {
   }
 }
 
-process_heap* heap_create(std::size_t limit) {
+EMBER_HEAP_TEXT process_heap* heap_create(std::size_t limit) {
   pool_state& ps = pool();
   process_heap* h = nullptr;
   {
-    std::lock_guard lock(ps.mu);
+    locked_hold lock(ps.mu);
     if ((h = ps.heaps)) ps.heaps = h->pool_next;
   }
   if (!h) {
@@ -305,14 +312,14 @@ process_heap* heap_create(std::size_t limit) {
 
 // --- the owner's side -----------------------------------------------------
 
-void avail_unlink(process_heap* h, segment* s) {
+EMBER_HEAP_TEXT void avail_unlink(process_heap* h, segment* s) {
   if (s->avail_prev) s->avail_prev->avail_next = s->avail_next; else h->avail[s->cls] = s->avail_next;
   if (s->avail_next) s->avail_next->avail_prev = s->avail_prev;
   s->avail_next = s->avail_prev = nullptr;
   s->in_avail = false;
 }
 
-void avail_push_front(process_heap* h, segment* s) {
+EMBER_HEAP_TEXT void avail_push_front(process_heap* h, segment* s) {
   segment*& head = h->avail[s->cls];
   s->avail_prev = nullptr;
   s->avail_next = head;
@@ -321,20 +328,20 @@ void avail_push_front(process_heap* h, segment* s) {
   s->in_avail = true;
 }
 
-void all_link(process_heap* h, segment* s) {
+EMBER_HEAP_TEXT void all_link(process_heap* h, segment* s) {
   s->all_prev = nullptr;
   s->all_next = h->all;
   if (h->all) h->all->all_prev = s;
   h->all = s;
 }
 
-void all_unlink(process_heap* h, segment* s) {
+EMBER_HEAP_TEXT void all_unlink(process_heap* h, segment* s) {
   if (s->all_prev) s->all_prev->all_next = s->all_next; else h->all = s->all_next;
   if (s->all_next) s->all_next->all_prev = s->all_prev;
   s->all_next = s->all_prev = nullptr;
 }
 
-__attribute__((noinline)) void note_peak(process_heap* h, std::size_t live) {
+EMBER_HEAP_TEXT __attribute__((noinline)) void note_peak(process_heap* h, std::size_t live) {
   h->peak.store(live, std::memory_order_relaxed);
   if (live > h->limit && !h->limit_hit) {
     h->limit_hit = true;  // from here on the process is being ended: let its exit allocate
@@ -342,17 +349,17 @@ __attribute__((noinline)) void note_peak(process_heap* h, std::size_t live) {
   }
 }
 
-inline void count_alloc(process_heap* h, std::size_t bytes) {
+EMBER_HEAP_TEXT inline void count_alloc(process_heap* h, std::size_t bytes) {
   std::size_t live = h->live.load(std::memory_order_relaxed) + bytes;
   h->live.store(live, std::memory_order_relaxed);
   if (live > h->peak.load(std::memory_order_relaxed)) note_peak(h, live);
 }
 
-inline void count_free(process_heap* h, std::size_t bytes) {
+EMBER_HEAP_TEXT inline void count_free(process_heap* h, std::size_t bytes) {
   h->live.store(h->live.load(std::memory_order_relaxed) - bytes, std::memory_order_relaxed);
 }
 
-void release_span(process_heap* h, segment* s) {
+EMBER_HEAP_TEXT void release_span(process_heap* h, segment* s) {
   if (s->in_avail) avail_unlink(h, s);
   all_unlink(h, s);
   s->all_next = nullptr;
@@ -361,7 +368,7 @@ void release_span(process_heap* h, segment* s) {
 
 // A block of h freed by h's own process: after the fast part, the cases
 // that change lists.
-void free_local_slow(process_heap* h, segment* s) {
+EMBER_HEAP_TEXT void free_local_slow(process_heap* h, segment* s) {
   if (s->cls == large_class) {
     release_span(h, s);
     return;
@@ -373,7 +380,7 @@ void free_local_slow(process_heap* h, segment* s) {
   if (!s->in_avail) avail_push_front(h, s);  // was full: has room again
 }
 
-EMBER_ALLOCATOR void free_local(process_heap* h, segment* s, void* p) {
+EMBER_HEAP_TEXT EMBER_ALLOCATOR void free_local(process_heap* h, segment* s, void* p) {
   if (s->cls == large_class) {
     count_free(h, s->block_size);
     release_span(h, s);
@@ -387,7 +394,7 @@ EMBER_ALLOCATOR void free_local(process_heap* h, segment* s, void* p) {
   if (!s->in_avail || (s->used == 0 && s->avail_prev)) free_local_slow(h, s);
 }
 
-EMBER_ALLOCATOR void drain_remote(process_heap* h) {
+EMBER_HEAP_TEXT EMBER_ALLOCATOR void drain_remote(process_heap* h) {
   heap_block* b = h->remote.exchange(nullptr, std::memory_order_acquire);
   while (b) {
     heap_block* next = b->next;
@@ -397,7 +404,7 @@ EMBER_ALLOCATOR void drain_remote(process_heap* h) {
   }
 }
 
-EMBER_ALLOCATOR void free_remote(process_heap* owner, void* p) {
+EMBER_HEAP_TEXT EMBER_ALLOCATOR void free_remote(process_heap* owner, void* p) {
   if (!owner) return;  // its heap was reclaimed: the memory went with it
   auto* b = static_cast<heap_block*>(p);
   heap_block* head = owner->remote.load(std::memory_order_relaxed);
@@ -410,7 +417,7 @@ EMBER_ALLOCATOR void free_remote(process_heap* owner, void* p) {
 
 // Carves up to one page of never-used blocks of s into its free list (a
 // fresh segment of a small heap touches one page, not 64 KiB).
-EMBER_ALLOCATOR bool carve(segment* s) {
+EMBER_HEAP_TEXT EMBER_ALLOCATOR bool carve(segment* s) {
   std::size_t bs = s->block_size;
   if (std::size_t(s->end - s->bump) < bs) return false;
   char* page_end = reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(s->bump) + page_bytes) & ~(page_bytes - 1));
@@ -431,11 +438,11 @@ EMBER_ALLOCATOR bool carve(segment* s) {
 // Allocation costs the current process reductions, charged in the slow
 // paths only (a refill of a class, a large block): the fast path stays a
 // free-list pop. The yield happens at the process's next runtime call.
-inline void charge_reductions(std::uint32_t n) {
+EMBER_HEAP_TEXT inline void charge_reductions(std::uint32_t n) {
   if (process* p = tl_heap_process) p->reductions += n;
 }
 
-EMBER_ALLOCATOR void* alloc_small_slow(process_heap* h, unsigned c) {
+EMBER_HEAP_TEXT EMBER_ALLOCATOR void* alloc_small_slow(process_heap* h, unsigned c) {
   charge_reductions(1);
   if (h->remote.load(std::memory_order_relaxed)) drain_remote(h);
   for (;;) {
@@ -469,7 +476,7 @@ EMBER_ALLOCATOR void* alloc_small_slow(process_heap* h, unsigned c) {
 
 // A large block at `offset` (>= the header, a power of two for alignment)
 // into a span of its own.
-void* alloc_large(process_heap* h, std::size_t n, std::size_t offset) {
+EMBER_HEAP_TEXT void* alloc_large(process_heap* h, std::size_t n, std::size_t offset) {
   charge_reductions(std::uint32_t(std::min<std::size_t>(n / 4096 + 1, 1u << 20)));
   if (h->remote.load(std::memory_order_relaxed)) drain_remote(h);
   if (n > arena_reserve) out_of_memory();
@@ -485,7 +492,7 @@ void* alloc_large(process_heap* h, std::size_t n, std::size_t offset) {
   return reinterpret_cast<char*>(s) + offset;
 }
 
-process_heap* current_heap_or_make() {
+EMBER_HEAP_TEXT process_heap* current_heap_or_make() {
   process* p = tl_heap_process;
   if (!p) return nullptr;
   process_heap* h = p->heap.load(std::memory_order_relaxed);
@@ -498,7 +505,7 @@ process_heap* current_heap_or_make() {
   return h;
 }
 
-void* global_alloc(std::size_t n) {
+EMBER_HEAP_TEXT void* global_alloc(std::size_t n) {
   for (;;) {
     if (void* p = std::malloc(n ? n : 1)) return p;
     std::new_handler handler = std::get_new_handler();
@@ -507,7 +514,7 @@ void* global_alloc(std::size_t n) {
   }
 }
 
-void* global_alloc_aligned(std::size_t n, std::size_t align) {
+EMBER_HEAP_TEXT void* global_alloc_aligned(std::size_t n, std::size_t align) {
   for (;;) {
     void* p = nullptr;
     if (::posix_memalign(&p, align, n ? n : 1) == 0) return p;
@@ -517,14 +524,14 @@ void* global_alloc_aligned(std::size_t n, std::size_t align) {
   }
 }
 
-EMBER_ALLOCATOR __attribute__((noinline)) void* alloc_general(std::size_t n) {
+EMBER_HEAP_TEXT EMBER_ALLOCATOR __attribute__((noinline)) void* alloc_general(std::size_t n) {
   process_heap* h = tl_heap ? tl_heap : current_heap_or_make();
   if (!h) return global_alloc(n);
   if (n <= small_max) return alloc_small_slow(h, class_of(n));
   return alloc_large(h, n, segment_header);
 }
 
-EMBER_ALLOCATOR inline void* heap_allocate(std::size_t n) {
+EMBER_HEAP_TEXT EMBER_ALLOCATOR inline void* heap_allocate(std::size_t n) {
   process_heap* h = tl_heap;
   if (__builtin_expect(h != nullptr && n <= 1024, 1)) {
     unsigned c = classes.small_index[(n + 15) >> 4];
@@ -540,7 +547,7 @@ EMBER_ALLOCATOR inline void* heap_allocate(std::size_t n) {
   return alloc_general(n);
 }
 
-void* heap_allocate_aligned(std::size_t n, std::size_t align) {
+EMBER_HEAP_TEXT void* heap_allocate_aligned(std::size_t n, std::size_t align) {
   if (align <= 16) return heap_allocate(n);
   process_heap* h = tl_heap ? tl_heap : current_heap_or_make();
   if (!h || align >= segment_bytes) return global_alloc_aligned(n, align);
@@ -553,7 +560,7 @@ void* heap_allocate_aligned(std::size_t n, std::size_t align) {
   return alloc_large(h, n, std::max(segment_header, align));
 }
 
-EMBER_ALLOCATOR __attribute__((noinline)) void free_slow(void* p, segment* s, process_heap* owner) {
+EMBER_HEAP_TEXT EMBER_ALLOCATOR __attribute__((noinline)) void free_slow(void* p, segment* s, process_heap* owner) {
   if (owner && owner == tl_heap) {
     free_local(owner, s, p);
     return;
@@ -561,7 +568,7 @@ EMBER_ALLOCATOR __attribute__((noinline)) void free_slow(void* p, segment* s, pr
   free_remote(owner, p);
 }
 
-EMBER_ALLOCATOR inline void heap_free(void* p) noexcept {
+EMBER_HEAP_TEXT EMBER_ALLOCATOR inline void heap_free(void* p) noexcept {
   if (!in_arena(p)) {
     std::free(p);
     return;
@@ -585,7 +592,7 @@ EMBER_ALLOCATOR inline void heap_free(void* p) noexcept {
 
 // What operator new hands out: the n bytes asked for become addressable
 // (AddressSanitizer builds; elsewhere nothing happens).
-inline void* handed_out(void* p, std::size_t n) noexcept {
+EMBER_HEAP_TEXT inline void* handed_out(void* p, std::size_t n) noexcept {
 #if defined(EMBER_ASAN)
   if (in_arena(p)) EMBER_UNPOISON(p, n ? n : 1);
 #else
@@ -594,7 +601,7 @@ inline void* handed_out(void* p, std::size_t n) noexcept {
   return p;
 }
 
-void heap_free_aligned(void* p, std::size_t align) noexcept {
+EMBER_HEAP_TEXT void heap_free_aligned(void* p, std::size_t align) noexcept {
   if (align > 16 && in_arena(p)) {
     segment* s = segment_of(p);
     if (s->cls != large_class) {
@@ -608,7 +615,7 @@ void heap_free_aligned(void* p, std::size_t align) noexcept {
 
 }  // namespace
 
-void heap_enter(process* p) noexcept {
+EMBER_HEAP_TEXT void heap_enter(process* p) noexcept {
   if (p->heap_scope_depth) {
     tl_heap = nullptr;
     tl_heap_process = nullptr;
@@ -618,7 +625,7 @@ void heap_enter(process* p) noexcept {
   }
 }
 
-void heap_leave() noexcept {
+EMBER_HEAP_TEXT void heap_leave() noexcept {
   tl_heap = nullptr;
   tl_heap_process = nullptr;
 }
@@ -636,8 +643,8 @@ quarantine_record* quarantine_table = nullptr;  // set once, before quarantine_o
 std::mutex quarantine_mu;
 
 // True if the span went to quarantine instead of the pool.
-bool quarantine(segment* s, heap_owner owner) noexcept {
-  std::lock_guard lock(quarantine_mu);
+EMBER_HEAP_TEXT bool quarantine(segment* s, heap_owner owner) noexcept {
+  locked_hold lock(quarantine_mu);
   std::size_t i = quarantine_count.load(std::memory_order_relaxed);
   if (i >= quarantine_capacity) return false;  // full: back to normal reuse
   auto lo = reinterpret_cast<std::uintptr_t>(s);
@@ -648,8 +655,8 @@ bool quarantine(segment* s, heap_owner owner) noexcept {
 }
 }  // namespace
 
-void heap_quarantine_enable() noexcept {
-  std::lock_guard lock(quarantine_mu);
+EMBER_HEAP_TEXT void heap_quarantine_enable() noexcept {
+  locked_hold lock(quarantine_mu);
   if (quarantine_table) return;
   void* mem = ::mmap(nullptr, quarantine_capacity * sizeof(quarantine_record), PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -658,7 +665,7 @@ void heap_quarantine_enable() noexcept {
   quarantine_on.store(true, std::memory_order_release);
 }
 
-bool heap_quarantined(const void* address, heap_owner* owner) noexcept {
+EMBER_HEAP_TEXT bool heap_quarantined(const void* address, heap_owner* owner) noexcept {
   if (!quarantine_on.load(std::memory_order_acquire)) return false;
   auto a = reinterpret_cast<std::uintptr_t>(address);
   std::size_t n = quarantine_count.load(std::memory_order_acquire);
@@ -672,7 +679,7 @@ bool heap_quarantined(const void* address, heap_owner* owner) noexcept {
   return false;
 }
 
-void heap_reclaim(process_heap* h, heap_owner owner) noexcept {
+EMBER_HEAP_TEXT void heap_reclaim(process_heap* h, heap_owner owner) noexcept {
   if (!h) return;
   segment* chain = h->all;
   for (segment* s = chain; s; s = s->all_next) s->in_avail = false;
@@ -697,14 +704,14 @@ void heap_reclaim(process_heap* h, heap_owner owner) noexcept {
   h->limit = SIZE_MAX;
   h->limit_hit = false;
   pool_state& ps = pool();
-  std::lock_guard lock(ps.mu);
+  locked_hold lock(ps.mu);
   h->pool_next = ps.heaps;
   ps.heaps = h;
 }
 
-heap_pool_stats heap_pool_statistics() noexcept {
+EMBER_HEAP_TEXT heap_pool_stats heap_pool_statistics() noexcept {
   pool_state& ps = pool();
-  std::lock_guard lock(ps.mu);
+  locked_hold lock(ps.mu);
   heap_pool_stats st;
   st.arena_reserved = arena_size;
   st.segments_mapped = std::size_t(ps.frontier - ps.base) / segment_bytes;
@@ -718,7 +725,8 @@ heap_pool_stats heap_pool_statistics() noexcept {
 
 namespace ember {
 
-global_heap_scope::global_heap_scope() noexcept : process_(detail::tl_heap_process) {
+EMBER_HEAP_TEXT global_heap_scope::global_heap_scope() noexcept : process_(detail::tl_heap_process) {
+  detail::preempt_hold hold;  // the count and the current heap change together
   auto* p = static_cast<detail::process*>(process_);
   if (!p) {
     // Outside a process, or already global: count on the process anyway, so
@@ -731,13 +739,14 @@ global_heap_scope::global_heap_scope() noexcept : process_(detail::tl_heap_proce
   detail::heap_leave();
 }
 
-global_heap_scope::~global_heap_scope() {
+EMBER_HEAP_TEXT global_heap_scope::~global_heap_scope() {
+  detail::preempt_hold hold;
   auto* p = static_cast<detail::process*>(process_);
   if (!p) return;
   if (--p->heap_scope_depth == 0 && detail::current_process() == p) detail::heap_enter(p);
 }
 
-std::size_t heap_block_size(std::size_t n) noexcept {
+EMBER_HEAP_TEXT std::size_t heap_block_size(std::size_t n) noexcept {
   if (n <= detail::small_max) return detail::classes.size[detail::class_of(n)];
   return (n + 15) & ~std::size_t(15);
 }
@@ -746,36 +755,36 @@ std::size_t heap_block_size(std::size_t n) noexcept {
 
 // ------------------------------------------- the replaced operator new
 
-void* operator new(std::size_t n) { return ember::detail::handed_out(ember::detail::heap_allocate(n), n); }
-void* operator new[](std::size_t n) { return ember::detail::handed_out(ember::detail::heap_allocate(n), n); }
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+EMBER_HEAP_TEXT void* operator new(std::size_t n) { return ember::detail::handed_out(ember::detail::heap_allocate(n), n); }
+EMBER_HEAP_TEXT void* operator new[](std::size_t n) { return ember::detail::handed_out(ember::detail::heap_allocate(n), n); }
+EMBER_HEAP_TEXT void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
   try {
     return ember::detail::handed_out(ember::detail::heap_allocate(n), n);
   } catch (...) {
     return nullptr;
   }
 }
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+EMBER_HEAP_TEXT void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
   try {
     return ember::detail::handed_out(ember::detail::heap_allocate(n), n);
   } catch (...) {
     return nullptr;
   }
 }
-void* operator new(std::size_t n, std::align_val_t a) {
+EMBER_HEAP_TEXT void* operator new(std::size_t n, std::align_val_t a) {
   return ember::detail::handed_out(ember::detail::heap_allocate_aligned(n, std::size_t(a)), n);
 }
-void* operator new[](std::size_t n, std::align_val_t a) {
+EMBER_HEAP_TEXT void* operator new[](std::size_t n, std::align_val_t a) {
   return ember::detail::handed_out(ember::detail::heap_allocate_aligned(n, std::size_t(a)), n);
 }
-void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+EMBER_HEAP_TEXT void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
   try {
     return ember::detail::handed_out(ember::detail::heap_allocate_aligned(n, std::size_t(a)), n);
   } catch (...) {
     return nullptr;
   }
 }
-void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+EMBER_HEAP_TEXT void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
   try {
     return ember::detail::handed_out(ember::detail::heap_allocate_aligned(n, std::size_t(a)), n);
   } catch (...) {
@@ -783,23 +792,23 @@ void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) n
   }
 }
 
-void operator delete(void* p) noexcept { ember::detail::heap_free(p); }
-void operator delete[](void* p) noexcept { ember::detail::heap_free(p); }
-void operator delete(void* p, std::size_t) noexcept { ember::detail::heap_free(p); }
-void operator delete[](void* p, std::size_t) noexcept { ember::detail::heap_free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { ember::detail::heap_free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { ember::detail::heap_free(p); }
-void operator delete(void* p, std::align_val_t a) noexcept { ember::detail::heap_free_aligned(p, std::size_t(a)); }
-void operator delete[](void* p, std::align_val_t a) noexcept { ember::detail::heap_free_aligned(p, std::size_t(a)); }
-void operator delete(void* p, std::size_t, std::align_val_t a) noexcept {
+EMBER_HEAP_TEXT void operator delete(void* p) noexcept { ember::detail::heap_free(p); }
+EMBER_HEAP_TEXT void operator delete[](void* p) noexcept { ember::detail::heap_free(p); }
+EMBER_HEAP_TEXT void operator delete(void* p, std::size_t) noexcept { ember::detail::heap_free(p); }
+EMBER_HEAP_TEXT void operator delete[](void* p, std::size_t) noexcept { ember::detail::heap_free(p); }
+EMBER_HEAP_TEXT void operator delete(void* p, const std::nothrow_t&) noexcept { ember::detail::heap_free(p); }
+EMBER_HEAP_TEXT void operator delete[](void* p, const std::nothrow_t&) noexcept { ember::detail::heap_free(p); }
+EMBER_HEAP_TEXT void operator delete(void* p, std::align_val_t a) noexcept { ember::detail::heap_free_aligned(p, std::size_t(a)); }
+EMBER_HEAP_TEXT void operator delete[](void* p, std::align_val_t a) noexcept { ember::detail::heap_free_aligned(p, std::size_t(a)); }
+EMBER_HEAP_TEXT void operator delete(void* p, std::size_t, std::align_val_t a) noexcept {
   ember::detail::heap_free_aligned(p, std::size_t(a));
 }
-void operator delete[](void* p, std::size_t, std::align_val_t a) noexcept {
+EMBER_HEAP_TEXT void operator delete[](void* p, std::size_t, std::align_val_t a) noexcept {
   ember::detail::heap_free_aligned(p, std::size_t(a));
 }
-void operator delete(void* p, std::align_val_t a, const std::nothrow_t&) noexcept {
+EMBER_HEAP_TEXT void operator delete(void* p, std::align_val_t a, const std::nothrow_t&) noexcept {
   ember::detail::heap_free_aligned(p, std::size_t(a));
 }
-void operator delete[](void* p, std::align_val_t a, const std::nothrow_t&) noexcept {
+EMBER_HEAP_TEXT void operator delete[](void* p, std::align_val_t a, const std::nothrow_t&) noexcept {
   ember::detail::heap_free_aligned(p, std::size_t(a));
 }

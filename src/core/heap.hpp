@@ -80,15 +80,20 @@ void heap_limit_exceeded(process_heap* h) noexcept;
 
 // Global-heap scope for runtime internals that allocate while a process is
 // current (registry, timers, spawn, exit reasons): their data outlives it.
+// Preemption stays off inside it (the heap it saved would not be restored
+// by a switch; see core/preempt.hpp).
+void preempt_hold_enter() noexcept;
+void preempt_hold_leave() noexcept;
 class runtime_alloc_scope {
  public:
-  runtime_alloc_scope() noexcept : saved_heap_(tl_heap), saved_process_(tl_heap_process) {
+  runtime_alloc_scope() noexcept : saved_heap_((preempt_hold_enter(), tl_heap)), saved_process_(tl_heap_process) {
     tl_heap = nullptr;
     tl_heap_process = nullptr;
   }
   ~runtime_alloc_scope() {
     tl_heap = saved_heap_;
     tl_heap_process = saved_process_;
+    preempt_hold_leave();
   }
   runtime_alloc_scope(const runtime_alloc_scope&) = delete;
   runtime_alloc_scope& operator=(const runtime_alloc_scope&) = delete;

@@ -101,7 +101,15 @@ class mailbox {
       e = next;
     }
   }
-  bool incoming_empty() const noexcept {
+  // Owner: whether an envelope of this signal kind is among the incoming
+  // (pushed envelopes never change until the owner takes them).
+  bool incoming_has(unsigned char signal) const noexcept {
+    auto* e = reinterpret_cast<envelope*>(head_.load(std::memory_order_acquire) & ~waiting_bit);
+    for (; e; e = e->next)
+      if (e->signal == signal) return true;
+    return false;
+  }
+    bool incoming_empty() const noexcept {
     return (head_.load(std::memory_order_relaxed) & ~waiting_bit) == 0;
   }
 

@@ -42,6 +42,8 @@ struct node {
   virtual void process_exited() noexcept = 0;
   // Counts a spawn (per scheduler: no shared read-modify-write).
   virtual void count_spawn() noexcept = 0;
+  // Counts a turn ended by the reductions budget.
+  virtual void count_reduction_yield() noexcept = 0;
 };
 
 // Runtime-side process operations (src/core/process.cpp).

@@ -19,23 +19,28 @@
 // own stack would let another thread resume it before the switch finished.
 #include <cxxabi.h>
 
+#include <cerrno>
+
 #include <algorithm>
 #include <exception>
 #include <memory>
 #include <typeinfo>
 
 #include "core/node.hpp"
+#include "core/preempt.hpp"
 #include "core/process.hpp"
 #include "core/sanitizers.hpp"
 #include "ember/core/error.hpp"
+#include "ember/core/preempt.hpp"
 #include "ember/core/process.hpp"
 #include "ember/core/receive.hpp"
 #include "ember/core/spawn.hpp"
 
 namespace ember::detail {
 
+constinit __attribute__((tls_model("initial-exec"))) thread_local process* tl_process = nullptr;
+
 namespace {
-__attribute__((tls_model("initial-exec"))) thread_local process* tl_process = nullptr;
 __attribute__((tls_model("initial-exec"))) thread_local node* tl_node = nullptr;
 
 constexpr std::size_t min_stack = 16 * 1024;
@@ -81,6 +86,8 @@ inline void bank_reductions(process& p) {
 }
 
 void suspend(process& p, suspend_reason why) {
+  ++p.preempt_off;  // (callers have it raised already, but the switch must never be interrupted)
+  p.preempt_pending.store(false, std::memory_order_relaxed);  // this is the yield it asked for
   bank_reductions(p);
   p.why = why;
   switch_point* home = p.home;
@@ -99,10 +106,12 @@ void suspend(process& p, suspend_reason why) {
   sanitizers::finish_switch(nullptr, &home->stack_bottom, &home->stack_size);
 #endif
   p.reductions = 0;
+  --p.preempt_off;
 }
 
 // The last switch of a context that will never be resumed.
 [[noreturn]] void leave(process& p, suspend_reason why) {
+  ++p.preempt_off;
   bank_reductions(p);
   p.why = why;
   switch_point* home = p.home;
@@ -119,6 +128,7 @@ process& arrive(transfer_t t) {
   p->home = home;
   sanitizers::finish_switch(nullptr, &home->stack_bottom, &home->stack_size);
   p->reductions = 0;
+  p->preempt_off = 1;  // the stack's base code; user_code lowers it (a handler's earlier turn left it raised)
   return *p;
 }
 
@@ -325,6 +335,7 @@ inline bool drain(node& n, process& p) {
 
 __attribute__((noinline)) void yield_for_reductions(node& n, process& p) {
   if (dying(p)) return;
+  n.count_reduction_yield();
   suspend(p, suspend_reason::yield);
   drain(n, p);
 }
@@ -394,7 +405,10 @@ exit_reason reason_of_current_exception() {
 // Runs a function process's body; returns its exit reason.
 exit_reason run_function(process& p) {
   try {
-    p.body->run();
+    {
+      user_code user(p);
+      p.body->run();
+    }
     if (dying(p)) return p.rel->pending_exit;  // swallowed its own kill
     return exit_reason::normal();
   } catch (...) {
@@ -411,7 +425,10 @@ turn_outcome run_handler_turn(node& n, process& p) {
   try {
     if (!p.started) {
       p.started = true;
-      if (p.body->has_init) p.body->init();
+      if (p.body->has_init) {
+        user_code user(p);
+        p.body->init();
+      }
     }
     unsigned handled = 0;
     while (!p.stop_requested) {
@@ -440,6 +457,7 @@ turn_outcome run_handler_turn(node& n, process& p) {
         } held{p, e};
         e->next = p.in_hand;
         p.in_hand = e;
+        user_code user(p);
         p.body->handle(e);
       }
       if (p.stop_requested) break;
@@ -512,6 +530,12 @@ void finalize(node& n, process* p) noexcept {
   p->heap_limit_deferred = false;
   p->heap_limit_passed = false;
   p->heap_scope_depth = 0;
+  p->preempt_off = 1;
+  p->preemptible = true;
+  p->pinned = false;
+  p->exit_grace = false;
+  p->preempt_pending.store(false, std::memory_order_relaxed);
+  p->preempting.store(false, std::memory_order_relaxed);
   p->in_hand = nullptr;
   p->timer_target.store(false, std::memory_order_relaxed);
   p->registered.store(false, std::memory_order_relaxed);
@@ -530,12 +554,14 @@ void exit_without_stack(node& n, process* p, exit_reason reason) noexcept {
 // (unused once an envelope is off the queue).
 void hold_message(envelope* e) noexcept {
   process* p = current_process();
+  runtime_call in_runtime(p);
   e->next = p->in_hand;
   p->in_hand = e;
 }
 
 void drop_message(envelope* e) noexcept {
   process* p = current_process();
+  runtime_call in_runtime(p);
   p->in_hand = e->next;
   e->destroy(e);
 }
@@ -595,6 +621,7 @@ void heap_limit_exceeded(process_heap* h) noexcept {
   // Only a process running its own code on its own stack is ended here;
   // exit paths lift the limit before they run.
   if (!p || p->heap.load(std::memory_order_relaxed) != h || !p->stk) return;
+  runtime_call in_runtime(p);
   if (p->heap_limit_deferred) {  // taking in messages: ended once they are queued
     p->heap_limit_passed = true;
     return;
@@ -622,6 +649,7 @@ void handler_entry(transfer_t t) noexcept {
 }
 
 spawned spawn_body(node* n, process_body* body, const spawn_options& opts, spawn_link_mode mode) {
+  runtime_call in_runtime;
   std::unique_ptr<process_body> owned(body);
   node& nd = node_or_throw(n, "spawn");
   if (nd.stopping.load(std::memory_order_relaxed))
@@ -656,6 +684,7 @@ spawned spawn_body(node* n, process_body* body, const spawn_options& opts, spawn
     p->body = owned.release();
     p->stack_request = opts.stack_size;
     p->heap_limit = opts.max_heap_bytes;
+    p->preemptible = opts.preemptible;
     pid child = nd.table.pid_of(p);
     out = spawned{child, {}};
     if (mode == spawn_link_mode::link) {
@@ -682,6 +711,7 @@ spawned spawn_body(node* n, process_body* body, const spawn_options& opts, spawn
 
 receive_outcome receive_match(match_fn match, std::int64_t timeout_ns) {
   process& p = self_or_throw("receive");
+  runtime_call in_runtime(&p);
   node& n = *current_node();
   // Charged first: a yield here may end the process (an exit signal), which
   // must not happen while it holds an envelope taken off its queue.
@@ -729,11 +759,12 @@ receive_outcome receive_match(match_fn match, std::int64_t timeout_ns) {
 }
 
 void send_envelope(node* n, pid to, envelope* e) {
+  runtime_call in_runtime;
   if (n) {
     deliver(*n, to, e);
     return;
   }
-  process* p = current_process();
+  process* p = in_runtime.process_or_null();
   if (!p) {
     e->destroy(e);
     throw error(errc::not_in_process, "send: called outside a process (use ember::runtime::send)");
@@ -744,6 +775,7 @@ void send_envelope(node* n, pid to, envelope* e) {
 }
 
 void send_envelope(node* n, std::string_view name, envelope* e) {
+  runtime_call in_runtime;
   node* nd = n ? n : (current_process() ? current_node() : nullptr);
   if (!nd) {
     e->destroy(e);
@@ -772,6 +804,7 @@ pid self() {
 
 void link(pid other) {
   process& p = self_or_throw("link");
+  runtime_call in_runtime(&p);
   node& n = *current_node();
   pid me = self_pid(n, p);
   if (other == me) return;
@@ -792,6 +825,7 @@ void link(pid other) {
 
 void unlink(pid other) {
   process& p = self_or_throw("unlink");
+  runtime_call in_runtime(&p);
   node& n = *current_node();
   if (!p.rel) return;
   auto& links = p.rel->links;
@@ -805,6 +839,7 @@ void unlink(pid other) {
 
 monitor_ref monitor(pid target) {
   process& p = self_or_throw("monitor");
+  runtime_call in_runtime(&p);
   node& n = *current_node();
   monitor_ref ref{n.next_ref.fetch_add(1, std::memory_order_relaxed)};
   process* t = n.table.acquire(target);
@@ -821,6 +856,7 @@ monitor_ref monitor(pid target) {
 
 bool demonitor(monitor_ref ref, bool flush) {
   process& p = self_or_throw("demonitor");
+  runtime_call in_runtime(&p);
   node& n = *current_node();
   pid target;
   bool found = p.rel && erase_ref(p.rel->monitors, ref, &target);
@@ -844,6 +880,7 @@ bool demonitor(monitor_ref ref, bool flush) {
 
 bool trap_exit(bool on) {
   process& p = self_or_throw("trap_exit");
+  runtime_call in_runtime(&p);
   bool old = p.trap_exit;
   p.trap_exit = on;
   return old;
@@ -851,6 +888,7 @@ bool trap_exit(bool on) {
 
 void exit(pid target, exit_reason reason) {
   process& p = self_or_throw("exit");
+  runtime_call in_runtime(&p);
   node& n = *current_node();
   pid me = self_pid(n, p);
   deliver(n, target, make_signal(sig_exit, {me, {}, std::move(reason), false, 0}));
@@ -860,11 +898,13 @@ void exit(pid target, exit_reason reason) {
 
 void exit(exit_reason reason) {
   process& p = self_or_throw("exit");
+  runtime_call in_runtime(&p);
   die(p, std::move(reason));
 }
 
 void stop(exit_reason reason) {
   process& p = self_or_throw("stop");
+  runtime_call in_runtime(&p);
   if (!p.body->is_handler) die(p, std::move(reason));
   if (!p.stop_requested) {
     p.stop_requested = true;
@@ -873,6 +913,7 @@ void stop(exit_reason reason) {
 }
 
 bool is_alive(pid id) {
+  runtime_call in_runtime;
   node* n = current_node();
   if (!n || !current_process()) throw error(errc::not_in_process, "is_alive: called outside a process");
   process* t = n->table.acquire(id);
@@ -899,17 +940,20 @@ std::optional<process_snapshot> process_info_on(node& n, pid id) {
 
 std::optional<process_snapshot> process_info(pid p) {
   self_or_throw("process_info");
+  runtime_call in_runtime;
   return process_info_on(*current_node(), p);
 }
 
 void check() {
-  process* p = current_process();
+  runtime_call in_runtime;
+  process* p = in_runtime.process_or_null();
   if (!p) return;
   charge(*current_node(), *p, 1);
 }
 
 void yield() {
   process& p = self_or_throw("yield");
+  runtime_call in_runtime(&p);
   node& n = *current_node();
   rethrow_if_dying(p);
   suspend(p, suspend_reason::yield);
@@ -918,12 +962,14 @@ void yield() {
 
 std::size_t message_queue_len() {
   process& p = self_or_throw("message_queue_len");
+  runtime_call in_runtime(&p);
   drain(*current_node(), p);
   return p.mbox.private_count;
 }
 
 std::size_t flush() {
   process& p = self_or_throw("flush");
+  runtime_call in_runtime(&p);
   drain(*current_node(), p);
   std::size_t count = p.mbox.private_count;
   destroy_chain(p.mbox.first);
@@ -954,17 +1000,102 @@ void register_name_on(node& n, std::string name, pid id) {
 
 void register_name(std::string name, pid id) {
   self_or_throw("register_name");
+  runtime_call in_runtime;
   register_name_on(*current_node(), std::move(name), id);
 }
 
 pid whereis(std::string_view name) {
   self_or_throw("whereis");
+  runtime_call in_runtime;
   return current_node()->names.find(name);
 }
 
 bool unregister(std::string_view name) {
   self_or_throw("unregister");
+  runtime_call in_runtime;
   return current_node()->names.remove(name);
+}
+
+}  // namespace ember
+
+// ------------------------------------------------------------ preemption
+
+namespace ember::detail {
+
+void preempt_hold_enter() noexcept {
+  if (process* p = tl_process) preempt_off_enter(p);
+}
+
+void preempt_hold_leave() noexcept {
+  if (process* p = tl_process) {
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    --p->preempt_off;
+  }
+}
+
+void preempt_pending_yield(process& p) noexcept {
+  // Not while unwinding or dying (the exit path must run), and only on the
+  // process's own stack (exit paths of abandoned processes run on the
+  // scheduler's, with the process current).
+  if (std::uncaught_exceptions() != 0 || dying(p) || !p.stk || !p.home) return;
+  char probe;
+  if (static_cast<void*>(&probe) < p.stk->bottom() || static_cast<void*>(&probe) >= p.stk->top()) return;
+  suspend(p, suspend_reason::yield);
+}
+
+}  // namespace ember::detail
+
+// Called by the trampoline (sched/preempt_x86_64.S) that the preemption
+// signal's handler made the interrupted process call. Every register of
+// the interrupted code is saved below us; we only yield, on the normal path.
+extern "C" void ember_preempt_yield() noexcept {
+  using namespace ember::detail;
+  process& p = *tl_process;
+  const int saved_errno = errno;  // the interrupted code may be about to read it
+  preempt_off_enter(&p);
+  p.preempting.store(false, std::memory_order_relaxed);
+  suspend(p, suspend_reason::preempted);
+  // Resumed, on the same thread (a preempted process is pinned). Messages
+  // wait for its next receive: taking them in here would run their copy
+  // constructors in the middle of whatever the process was doing. An exit
+  // signal that ends it is different: the process gets one time slice to
+  // reach a runtime call (there it unwinds, destructors run: its next
+  // runtime call yields at once and takes the signal in); if it is still
+  // computing when it is preempted again, it ends here without unwinding
+  // (the interrupted frames have no landing pad).
+  if (!dying(p) && !p.trap_exit && p.mbox.incoming_has(sig_exit)) {
+    if (!p.exit_grace) {
+      p.exit_grace = true;
+      p.reductions = current_node()->options.reductions;  // the next charge yields and drains
+    } else {
+      try {
+        drain_slow(*current_node(), p, on_exit_signal::report);
+      } catch (...) {
+        if (!dying(p)) mark_dying(p, reason_of_current_exception());
+      }
+    }
+  }
+  if (dying(p)) leave(p, suspend_reason::abandoned);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  --p.preempt_off;
+  errno = saved_errno;
+}
+
+namespace ember {
+
+no_preempt::no_preempt() noexcept : process_(detail::tl_process) {
+  if (process_) detail::preempt_off_enter(static_cast<detail::process*>(process_));
+}
+
+no_preempt::~no_preempt() {
+  if (process_) detail::preempt_off_leave(static_cast<detail::process*>(process_));
+}
+
+bool preemptible() noexcept {
+  detail::process* p = detail::current_process();
+  if (!p || !p->preemptible || p->preempt_off != 0) return false;
+  detail::node* n = detail::current_node();
+  return n && n->options.time_slice.count() != 0;
 }
 
 }  // namespace ember

@@ -71,6 +71,8 @@ enum class suspend_reason : std::uint8_t {
   exited,   // done: release its stack and its self-reference
   abandoned,  // ended without unwinding (heap limit, stack overflow): the
               // scheduler runs its exit path off its stack, which is dropped
+  preempted,  // interrupted by the time-slice signal: requeue, pinned to
+              // this scheduler until it yields normally (see preempt.cpp)
 };
 
 // Links and monitors; allocated on first use. Touched only by the process
@@ -116,6 +118,17 @@ struct process {
   bool heap_limit_passed = false;    //   (and this says it was passed)
   envelope* in_hand = nullptr;    // messages handlers are working on (chained by next)
   std::uint32_t heap_scope_depth = 0;  // open global_heap_scopes
+  // Asynchronous preemption (sched/preempt.cpp). The process runs its own
+  // code iff preempt_off is 0: runtime calls, the stack's base code and
+  // no_preempt guards raise it. The signal handler (same thread) reads it
+  // and sets preempt_pending when it finds the process at an unsafe point;
+  // `preempting` covers the trampoline until preempt_off is raised.
+  std::uint32_t preempt_off = 1;
+  bool preemptible = true;        // spawn option
+  bool pinned = false;            // preempted: stays on its scheduler until it yields normally
+  bool exit_grace = false;        // preempted with an exit signal pending: one slice to reach the runtime
+  std::atomic<bool> preempt_pending{false};
+  std::atomic<bool> preempting{false};
   suspend_reason why = suspend_reason::yield;
   bool trap_exit = false;
   bool timed_out = false;
@@ -182,6 +195,9 @@ struct exit_unwind {
 // through a non-inlined function: a process may resume on another thread,
 // and the compiler must not cache a thread_local's address across that.
 process* current_process() noexcept;
+// The same, for code that reads it once before it could be suspended
+// (inline; never cache it across a suspension).
+extern constinit __attribute__((tls_model("initial-exec"))) thread_local process* tl_process;
 void set_current_process(process* p) noexcept;
 node* current_node() noexcept;
 void set_current_node(node* n) noexcept;

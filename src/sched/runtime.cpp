@@ -24,6 +24,14 @@ runtime_options checked(runtime_options o) {
   if (o.reductions == 0 || o.reductions > 100'000'000)
     throw error(errc::invalid_argument, "runtime: reductions " + std::to_string(o.reductions) +
                                             " is outside [1, 100000000]");
+  using std::chrono::microseconds;
+  if (o.time_slice.count() != 0 && (o.time_slice < microseconds(10) || o.time_slice > microseconds(1'000'000)))
+    throw error(errc::invalid_argument, "runtime: time_slice " + std::to_string(o.time_slice.count()) +
+                                            " us is outside [10 us, 1 s] (0 turns asynchronous preemption off)");
+  if (o.blocked_after.count() != 0 &&
+      (o.blocked_after < microseconds(100) || o.blocked_after > microseconds(3'600'000'000LL)))
+    throw error(errc::invalid_argument, "runtime: blocked_after " + std::to_string(o.blocked_after.count()) +
+                                            " us is outside [100 us, 1 h] (0 turns the hand-off off)");
   if (o.node_id >= (1u << pid::node_bits))
     throw error(errc::invalid_argument, "runtime: node_id " + std::to_string(o.node_id) + " does not fit in " +
                                             std::to_string(pid::node_bits) + " bits");

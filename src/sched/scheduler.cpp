@@ -58,6 +58,7 @@
 #include "sched/scheduler.hpp"
 
 #include <cxxabi.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -66,8 +67,9 @@
 
 namespace ember::detail {
 
+constinit __attribute__((tls_model("initial-exec"))) thread_local scheduler* tl_scheduler = nullptr;
+
 namespace {
-__attribute__((tls_model("initial-exec"))) thread_local scheduler* tl_scheduler = nullptr;
 
 constexpr std::chrono::microseconds spin_time{50};
 
@@ -130,8 +132,8 @@ process* shared_queue::pop() noexcept {
 
 // ------------------------------------------------------------- scheduler
 
-scheduler::scheduler(runtime_node& r, unsigned i)
-    : rt(r), index(i), rng_(0x9E3779B97F4A7C15ull * (i + 1)) {}
+scheduler::scheduler(runtime_node& r, unsigned i, bool is_spare)
+    : rt(r), index(i), spare(is_spare), rng_(0x9E3779B97F4A7C15ull * (i + 1)) {}
 
 __attribute__((noinline)) scheduler* scheduler::current() noexcept { return tl_scheduler; }
 
@@ -152,17 +154,36 @@ void scheduler::push_back(process* p) noexcept {
   rt.wake_if_needed();
 }
 
+void scheduler::hand_off_next() noexcept {
+  process* p = rq.take_next();
+  if (p && !rq.push(p)) rq.put_next(p);  // ring full: it stays (no lock may be taken here)
+}
+
 void scheduler::push_next(process* p) noexcept {
   if (process* displaced = rq.put_next(p)) push_back(displaced);
 }
 
 void scheduler::loop() {
   tl_scheduler = this;
+  tid.store(pid_t(::gettid()), std::memory_order_relaxed);
   set_current_node(&rt);
   home_.tsan_fiber = sanitizers::current_fiber();
   eh_ = thread_eh();  // per thread, fixed: look it up once
-  signal_stack alt = make_signal_stack();  // where the fault handler runs
-  while (process* p = find_work()) execute(p);
+  signal_stack alt = make_signal_stack();  // where the signal handlers run
+  if (!spare) {
+    while (process* p = find_work()) execute(p);
+  } else {
+    // Asleep until the monitor finds a scheduler blocked; back to sleep
+    // once none is (retire_spare).
+    for (;;) {
+      spare_word.wait(0, std::memory_order_acquire);
+      spare_word.store(0, std::memory_order_relaxed);
+      if (rt.sched_stop.load(std::memory_order_acquire)) break;
+      spinning_ = true;  // the activation counted us as spinning
+      while (process* p = find_work()) execute(p);
+      if (rt.sched_stop.load(std::memory_order_acquire)) break;
+    }
+  }
   drop_signal_stack(alt);
   rt.stacks.drain(stacks);
   rt.table.drain(slots);
@@ -194,9 +215,46 @@ process* scheduler::local_work() noexcept {
   }
   if (process* p = take_next()) return p;
   next_streak_ = 0;
+  // Preempted processes take every other turn with the ring.
+  if (pinned_head_ && (pinned_first_ = !pinned_first_)) return pop_pinned();
   if (process* p = rq.pop()) return p;
+  if (pinned_head_) return pop_pinned();
   if (process* p = inbox.pop()) return p;
   return rt.global.pop();
+}
+
+void scheduler::push_pinned(process* p) noexcept {
+  p->run_link = nullptr;
+  if (pinned_tail_) pinned_tail_->run_link = p; else pinned_head_ = p;
+  pinned_tail_ = p;
+}
+
+process* scheduler::pop_pinned() noexcept {
+  process* p = pinned_head_;
+  pinned_head_ = p->run_link;
+  if (!pinned_head_) pinned_tail_ = nullptr;
+  p->run_link = nullptr;
+  return p;
+}
+
+bool scheduler::spare_should_retire() const noexcept {
+  return spare && !pinned_head_ && rt.blocked_count.load(std::memory_order_acquire) == 0;
+}
+
+void scheduler::retire_spare() noexcept {
+  // What it holds goes to the global queue, for the primaries.
+  process* batch[run_queue::capacity + 1];
+  std::uint32_t n = 0;
+  if (process* p = rq.take_next()) batch[n++] = p;
+  while (process* p = rq.pop()) batch[n++] = p;
+  rt.global.push_batch(batch, n);
+  stop_spinning();
+  {
+    std::lock_guard lock(rt.idle_mu_);
+    spare_active = false;
+    rt.active.fetch_sub(1, std::memory_order_seq_cst);
+  }
+  rt.wake_if_needed();
 }
 
 process* scheduler::steal_work() noexcept {
@@ -214,6 +272,9 @@ process* scheduler::steal_work() noexcept {
       steals.fetch_add(1, std::memory_order_relaxed);
       return p;
     }
+    // A blocked scheduler's inbox is nobody's until its turn ends.
+    if (victim.blocked.load(std::memory_order_relaxed))
+      if (process* p = victim.inbox.pop()) return p;
   }
   return nullptr;
 }
@@ -230,6 +291,10 @@ process* scheduler::find_work() noexcept {
   for (;;) {
     if (rt.sched_stop.load(std::memory_order_acquire)) {
       stop_spinning();
+      return nullptr;
+    }
+    if (spare && spare_should_retire()) {
+      retire_spare();
       return nullptr;
     }
     if (process* p = local_work()) {
@@ -256,7 +321,8 @@ process* scheduler::find_work() noexcept {
       }
       for (int i = 0; i < 32; ++i) cpu_relax();
     } while (std::chrono::steady_clock::now() < until && !rt.sched_stop.load(std::memory_order_relaxed));
-    if (!rq.empty()) continue;
+    if (!rq.empty() || pinned_head_) continue;
+    if (spare && spare_should_retire()) continue;
     spinning_ = false;
     rt.spinning.fetch_sub(1, std::memory_order_seq_cst);
     if (rt.park(*this)) {
@@ -272,10 +338,13 @@ void scheduler::resume(process* p) noexcept {
   eh->uncaught = p->eh_uncaught;
   set_current_process(p);
   sanitizers::start_switch(&home_.asan_fake, p->stk->bottom(), p->stk->usable(), p->stk->tsan_fiber);
+  turn.store(turn.load(std::memory_order_relaxed) + 1, std::memory_order_release);  // odd: running
   transfer_t t = boost::context::detail::jump_fcontext(p->ctx, &home_);
+  turn.store(turn.load(std::memory_order_relaxed) + 1, std::memory_order_release);  // even: between turns
   sanitizers::finish_switch(home_.asan_fake, nullptr, nullptr);
   p->ctx = t.fctx;
   set_current_process(nullptr);
+  if (blocked.load(std::memory_order_relaxed)) rt.scheduler_unblocked(*this);
   p->eh_caught = eh->caught;
   p->eh_uncaught = eh->uncaught;
   *eh = saved;
@@ -301,7 +370,16 @@ void scheduler::execute(process* p) noexcept {
                                                      p->body->is_handler ? handler_entry : function_entry);
     }
     resume(p);
+    if (p->why == suspend_reason::preempted) {
+      p->pinned = true;
+      push_pinned(p);
+      preemptions.store(preemptions.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      return;
+    }
+    p->pinned = false;
     switch (p->why) {
+      case suspend_reason::preempted:
+        break;  // above
       case suspend_reason::yield:
         push_back(p);
         return;
@@ -365,11 +443,18 @@ void scheduler::execute(process* p) noexcept {
 
 // ------------------------------------------------------------------ node
 
-runtime_node::runtime_node(const runtime_options& o) : node(o), timers_(*this) {
+runtime_node::runtime_node(const runtime_options& o) : node(o), os_pid(::getpid()), timers_(*this) {
   install_fault_handlers();
+  if (o.time_slice.count() != 0) preempt_handler_installed = install_preempt_handler();
   if (o.quarantine_dead_heaps) heap_quarantine_enable();
-  for (unsigned i = 0; i < options.schedulers; ++i) scheds.push_back(std::make_unique<scheduler>(*this, i));
+  primaries_ = options.schedulers;
+  // One spare per scheduler, up to 64, if blocked schedulers are handed off.
+  unsigned spares = o.blocked_after.count() != 0 ? std::min(primaries_, 64u) : 0;
+  for (unsigned i = 0; i < primaries_ + spares; ++i)
+    scheds.push_back(std::make_unique<scheduler>(*this, i, i >= primaries_));
+  active.store(int(primaries_), std::memory_order_relaxed);
   for (auto& s : scheds) s->start();
+  if (o.time_slice.count() != 0 || o.blocked_after.count() != 0) monitor_ = std::thread([this] { monitor_loop(); });
 }
 
 runtime_node::~runtime_node() { shutdown(); }
@@ -418,6 +503,7 @@ void runtime_node::wake_if_needed() noexcept {
   }
   s->wake_word.store(1, std::memory_order_release);
   s->wake_word.notify_one();
+  wake_monitor();
 }
 
 void runtime_node::wake(scheduler& s) noexcept {
@@ -432,6 +518,7 @@ void runtime_node::wake(scheduler& s) noexcept {
   }
   s.wake_word.store(1, std::memory_order_release);
   s.wake_word.notify_one();
+  wake_monitor();
 }
 
 bool runtime_node::work_visible() const noexcept {
@@ -539,8 +626,58 @@ void runtime_node::shutdown() {
     idle_list_.clear();
     idle.store(0, std::memory_order_relaxed);
   }
+  for (auto& s : scheds) {
+    if (!s->spare) continue;
+    s->spare_word.store(1, std::memory_order_release);
+    s->spare_word.notify_one();
+  }
   for (auto& s : scheds) s->join();
+  monitor_stop_.store(true, std::memory_order_release);
+  wake_monitor();
+  if (monitor_.joinable()) monitor_.join();
   timers_.stop();
+}
+
+void runtime_node::count_reduction_yield() noexcept {
+  scheduler* s = scheduler::current();
+  if (s && &s->rt == this)
+    s->reduction_yields.store(s->reduction_yields.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+void runtime_node::scheduler_blocked(scheduler& s) noexcept {
+  s.blocked.store(true, std::memory_order_seq_cst);
+  blocked_count.fetch_add(1, std::memory_order_seq_cst);
+  schedulers_blocked_.fetch_add(1, std::memory_order_relaxed);
+  scheduler* spare = nullptr;
+  {
+    std::lock_guard lock(idle_mu_);
+    for (auto& c : scheds) {
+      if (c->spare && !c->spare_active) {
+        spare = c.get();
+        spare->spare_active = true;
+        active.fetch_add(1, std::memory_order_seq_cst);
+        spinning.fetch_add(1, std::memory_order_seq_cst);  // it starts as a spinner
+        break;
+      }
+    }
+  }
+  if (!spare) return;  // every spare is already at work
+  spare_activations_.fetch_add(1, std::memory_order_relaxed);
+  spare->spare_word.store(1, std::memory_order_release);
+  spare->spare_word.notify_one();
+}
+
+void runtime_node::scheduler_unblocked(scheduler& s) noexcept {
+  if (!s.blocked.exchange(false, std::memory_order_seq_cst)) return;
+  if (blocked_count.fetch_sub(1, std::memory_order_seq_cst) != 1) return;
+  // The last blocked scheduler is back: parked spares wake up to retire.
+  std::vector<scheduler*> to_wake;
+  {
+    std::lock_guard lock(idle_mu_);
+    for (auto& c : scheds)
+      if (c->spare && c->spare_active && c->parked) to_wake.push_back(c.get());
+  }
+  for (scheduler* c : to_wake) wake(*c);
 }
 
 runtime_stats runtime_node::stats() const {
@@ -555,7 +692,15 @@ runtime_stats runtime_node::stats() const {
   st.stacks_pooled = pooled;
   st.stacks_in_use = mapped >= pooled ? mapped - pooled : 0;
   st.timers_pending = timers_.pending();
-  for (auto& s : scheds) st.steals += s->steals.load(std::memory_order_relaxed);
+  for (auto& s : scheds) {
+    st.steals += s->steals.load(std::memory_order_relaxed);
+    st.preemptions += s->preemptions.load(std::memory_order_relaxed);
+    st.preempt_deferred += s->preempt_deferred.load(std::memory_order_relaxed);
+    st.reduction_yields += s->reduction_yields.load(std::memory_order_relaxed);
+  }
+  st.preempt_signals = preempt_signals_.load(std::memory_order_relaxed);
+  st.schedulers_blocked = schedulers_blocked_.load(std::memory_order_relaxed);
+  st.spare_activations = spare_activations_.load(std::memory_order_relaxed);
   st.names = names.size();
   heap_pool_stats hp = heap_pool_statistics();
   st.heap_segments_free = hp.segments_free;

@@ -1,6 +1,8 @@
 // Schedulers and the node that owns them (see scheduler.cpp for the design).
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -34,7 +36,7 @@ class shared_queue {
 
 class scheduler {
  public:
-  scheduler(runtime_node& rt, unsigned index);
+  scheduler(runtime_node& rt, unsigned index, bool spare);
   void start();
   void join();
 
@@ -44,6 +46,10 @@ class scheduler {
   // Owner-thread operations.
   void push_next(process* p) noexcept;
   void push_back(process* p) noexcept;
+  // From the preemption signal handler of this scheduler's own thread,
+  // while it is blocked outside the program's code: the `next` process
+  // moves to the ring, where others can steal it.
+  void hand_off_next() noexcept;
 
   runtime_node& rt;
   const unsigned index;
@@ -53,6 +59,21 @@ class scheduler {
   stack_pool::cache stacks;
   std::atomic<std::uint64_t> steals{0};
   std::atomic<std::uint64_t> spawned{0};  // written by the owner only
+
+  // Preemption (preempt.cpp). turn: odd while a process runs, bumped by
+  // the owner around every turn; the monitor asks for the preemption of
+  // one turn by writing it to preempt_turn and signalling thread tid.
+  std::atomic<std::uint64_t> turn{0};
+  std::atomic<std::uint64_t> preempt_turn{0};
+  std::atomic<pid_t> tid{0};
+  // Counters, written by the owner thread (and its signal handler) only.
+  std::atomic<std::uint64_t> preemptions{0};
+  std::atomic<std::uint64_t> preempt_deferred{0};
+  std::atomic<std::uint64_t> reduction_yields{0};
+  // Set by the monitor when one turn has lasted blocked_after; cleared by
+  // the owner when that turn ends.
+  std::atomic<bool> blocked{false};
+  const bool spare;  // a spare thread, active only while a scheduler is blocked
 
   // Parking: guarded by runtime_node::idle_mu_.
   bool parked = false;
@@ -65,6 +86,10 @@ class scheduler {
   process* local_work() noexcept;
   process* take_next() noexcept;
   process* steal_work() noexcept;
+  void push_pinned(process* p) noexcept;
+  process* pop_pinned() noexcept;
+  bool spare_should_retire() const noexcept;
+  void retire_spare() noexcept;
   void execute(process* p) noexcept;
   void resume(process* p) noexcept;
   void stop_spinning() noexcept;
@@ -77,9 +102,29 @@ class scheduler {
   std::uint64_t tick_ = 0;
   std::uint64_t rng_;
   std::thread thread_;
+  // Preempted processes, pinned here (owner only; never stolen).
+  process* pinned_head_ = nullptr;
+  process* pinned_tail_ = nullptr;
+  bool pinned_first_ = false;  // alternates the pinned queue with the ring
+
+ public:
+  // Spare activation (guarded by runtime_node::idle_mu_ / spare_word).
+  bool spare_active = false;
+  std::atomic<std::uint32_t> spare_word{0};
 };
 
+// The calling thread's scheduler (nullptr elsewhere); read directly by the
+// preemption signal handler.
+extern constinit __attribute__((tls_model("initial-exec"))) thread_local scheduler* tl_scheduler;
+
+// preempt.cpp: the SIGURG handler (installed once per OS process; false if
+// it could not be) and whether this machine supports interrupting code.
+bool install_preempt_handler();
+bool async_preemption_supported() noexcept;
+
 class runtime_node final : public node {
+  friend class scheduler;
+
  public:
   explicit runtime_node(const runtime_options& o);
   ~runtime_node() override;
@@ -92,6 +137,7 @@ class runtime_node final : public node {
   void cancel_timers_for(pid p) noexcept override;
   void process_exited() noexcept override;
   void count_spawn() noexcept override;
+  void count_reduction_yield() noexcept override;
 
   void wait();
   bool wait_for(std::chrono::nanoseconds limit);
@@ -105,7 +151,18 @@ class runtime_node final : public node {
   bool park(scheduler& s) noexcept;
   bool work_visible() const noexcept;
 
-  std::vector<std::unique_ptr<scheduler>> scheds;
+  std::vector<std::unique_ptr<scheduler>> scheds;  // primaries, then spares
+  unsigned primaries_ = 0;
+  std::atomic<int> active{0};         // primaries + active spares
+  std::atomic<int> blocked_count{0};  // schedulers marked blocked now
+  const pid_t os_pid;
+  bool preempt_handler_installed = false;
+
+  // Monitor (preempt.cpp).
+  void monitor_loop();
+  void wake_monitor() noexcept;
+  void scheduler_blocked(scheduler& s) noexcept;
+  void scheduler_unblocked(scheduler& s) noexcept;
   shared_queue global;
   std::atomic<int> spinning{0};
   std::atomic<int> idle{0};
@@ -118,6 +175,12 @@ class runtime_node final : public node {
   std::mutex done_mu_;
   std::condition_variable done_cv_;
   std::atomic<bool> shut_down_{false};
+  std::thread monitor_;
+  std::atomic<bool> monitor_stop_{false};
+  std::atomic<std::uint32_t> monitor_word_{0};
+  std::atomic<std::uint64_t> preempt_signals_{0};
+  std::atomic<std::uint64_t> schedulers_blocked_{0};
+  std::atomic<std::uint64_t> spare_activations_{0};
 };
 
 }  // namespace ember::detail

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "core/node.hpp"
+#include "core/preempt.hpp"
 #include "ember/core/error.hpp"
 #include "ember/core/receive.hpp"
 #include "ember/sched/timer.hpp"
@@ -151,6 +152,7 @@ node& timer_node(node* n, const char* call) {
 }  // namespace
 
 timer_ref arm_send_after(node* n, std::chrono::nanoseconds delay, pid to, envelope* e) {
+  runtime_call in_runtime;
   node* nd = n ? n : (current_process() ? current_node() : nullptr);
   if (!nd) {
     e->destroy(e);
@@ -160,7 +162,10 @@ timer_ref arm_send_after(node* n, std::chrono::nanoseconds delay, pid to, envelo
   return timer_ref{nd->arm_timer(delay, to, e)};
 }
 
-bool cancel_timer(node* n, timer_ref ref) { return timer_node(n, "cancel_timer").cancel_timer(ref.id); }
+bool cancel_timer(node* n, timer_ref ref) {
+  runtime_call in_runtime;
+  return timer_node(n, "cancel_timer").cancel_timer(ref.id);
+}
 
 }  // namespace detail
 }  // namespace ember

@@ -28,6 +28,10 @@ struct spawn_options {
   // its live bytes past the cap ends the process with exit reason
   // heap_limit, without unwinding; its heap is reclaimed whole.
   std::size_t max_heap_bytes = 0;
+  // false: the process is never preempted asynchronously (by the time-slice
+  // signal); it still yields when it spends its reductions in runtime calls.
+  // For code that must not be interrupted at arbitrary instructions.
+  bool preemptible = true;
 };
 
 namespace detail {

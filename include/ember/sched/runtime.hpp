@@ -45,6 +45,17 @@ struct runtime_options {
   // memory and a system call per 64 KiB segment; applies to every runtime of
   // the OS process from the moment one runtime enables it.
   bool quarantine_dead_heaps = false;
+  // Asynchronous preemption: a process that has run this long without
+  // yielding (a loop that never calls the runtime) is interrupted by a
+  // signal and put at the back of its scheduler's queue, if it is at a safe
+  // point (see "What preemption guarantees" in the README). 0 turns it off
+  // (reductions still apply). 0, or 10 µs to 1 s.
+  std::chrono::microseconds time_slice{100};
+  // A scheduler thread stuck in one turn this long (a blocking system call,
+  // a long call into a C library, code that cannot be preempted) has its
+  // runnable processes taken over by a spare scheduler thread, so the
+  // others keep running. 0 turns it off. 0, or 100 µs to 1 h.
+  std::chrono::microseconds blocked_after{2000};
 };
 
 struct runtime_stats {
@@ -60,6 +71,18 @@ struct runtime_stats {
   // segments held by heaps, and free ones kept for reuse.
   std::size_t heap_segments_in_use = 0;
   std::size_t heap_segments_free = 0;
+  // Preemption (since start): turns ended by the reductions budget
+  // (cooperative), turns ended by the preemption signal (asynchronous),
+  // signals sent, and signals that found the process at an unsafe point
+  // (it then yields at its next runtime call or end of ember::no_preempt).
+  std::uint64_t reduction_yields = 0;
+  std::uint64_t preemptions = 0;
+  std::uint64_t preempt_signals = 0;
+  std::uint64_t preempt_deferred = 0;
+  // Times a scheduler was found stuck in one turn for blocked_after, and
+  // spare scheduler threads started to take over (see blocked_after).
+  std::uint64_t schedulers_blocked = 0;
+  std::uint64_t spare_activations = 0;
 };
 
 class runtime {
