@@ -16,9 +16,24 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 
+#include <ember/sched/runtime.hpp>
+
 namespace bench {
+
+// The runtime options every workload uses: the defaults, except that
+// EMBER_PREEMPT=off turns asynchronous preemption and the blocked-scheduler
+// hand-off off (time_slice = blocked_after = 0), for measuring what they cost.
+inline ember::runtime_options runtime_options() {
+  ember::runtime_options o;
+  if (const char* v = std::getenv("EMBER_PREEMPT"); v && std::string_view(v) == "off") {
+    o.time_slice = std::chrono::microseconds(0);
+    o.blocked_after = std::chrono::microseconds(0);
+  }
+  return o;
+}
 
 using clock = std::chrono::steady_clock;
 

@@ -72,7 +72,7 @@ int run(const std::string& kind, std::int64_t n) {
   const bool handler = kind == "handler";
   g.n = n;
 
-  ember::runtime rt;
+  ember::runtime rt(bench::runtime_options());
   std::promise<measurement> promise;
   auto measured = promise.get_future();
   rt.spawn([&] {

@@ -24,7 +24,7 @@ std::atomic<std::int64_t> pings_answered{0};
 int main(int argc, char** argv) {
   const std::int64_t m = bench::arg_int(argc, argv, 1, 1000000);
   bench::watchdog dog("W2");
-  ember::runtime rt;
+  ember::runtime rt(bench::runtime_options());
   std::promise<double> promise;
   auto measured = promise.get_future();
   rt.spawn([&] {

@@ -52,7 +52,7 @@ struct measurement {
 int main(int argc, char** argv) {
   const std::int64_t h = bench::arg_int(argc, argv, 1, 10000000);
   bench::watchdog dog("W3");
-  ember::runtime rt;
+  ember::runtime rt(bench::runtime_options());
   std::promise<measurement> promise;
   auto measured = promise.get_future();
   rt.spawn([&] {

@@ -99,7 +99,7 @@ int run(const std::string& variant, std::int64_t leaves, std::int64_t nodes) {
     return 0;
   }
   bench::watchdog dog(tag);
-  ember::runtime rt;
+  ember::runtime rt(bench::runtime_options());
   std::promise<measurement> promise;
   auto measured = promise.get_future();
   rt.spawn([&] {

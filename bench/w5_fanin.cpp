@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
   const std::int64_t p = bench::arg_int(argc, argv, 2, 1000);
   const std::int64_t total = p * k;
   bench::watchdog dog("W5");
-  ember::runtime rt;
+  ember::runtime rt(bench::runtime_options());
   std::promise<measurement> promise;
   auto measured = promise.get_future();
   rt.spawn([&] {

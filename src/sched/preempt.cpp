@@ -172,7 +172,7 @@ bool libc_is_shared() {
 // the handler calls must not re-enter.
 code_range sanitizer_text;
 
-[[gnu::always_inline]] inline bool in_sanitizer_runtime(std::uintptr_t pc) {
+__attribute__((always_inline, no_sanitize("address", "thread", "undefined"))) inline bool in_sanitizer_runtime(std::uintptr_t pc) {
   return pc >= sanitizer_text.lo && pc < sanitizer_text.hi;
 }
 
@@ -193,7 +193,7 @@ int find_object_of(dl_phdr_info* info, std::size_t, void* data) {
 }
 #endif
 
-[[gnu::always_inline]] inline bool in_main_text(std::uintptr_t pc) {
+__attribute__((always_inline, no_sanitize("address", "thread", "undefined"))) inline bool in_main_text(std::uintptr_t pc) {
   for (int i = 0; i < main_text_count; ++i)
     if (pc >= main_text[i].lo && pc < main_text[i].hi) return true;
   return false;
@@ -211,9 +211,11 @@ std::uint64_t xsave_area_bytes() {
 
 // Room the trampoline needs below the interrupted stack pointer: red zone,
 // saved registers, the XSAVE area and alignment, and the yield's own frames.
-inline std::uintptr_t trampoline_room() { return 128 + 16 * 8 + ember_xsave_bytes + 64 + 8192; }
+__attribute__((always_inline, no_sanitize("address", "thread", "undefined"))) inline std::uintptr_t trampoline_room() {
+  return 128 + 16 * 8 + ember_xsave_bytes + 64 + 8192;
+}
 
-void chain_urg(int sig, siginfo_t* info, void* uctx) {
+__attribute__((no_sanitize("address", "thread", "undefined"))) void chain_urg(int sig, siginfo_t* info, void* uctx) {
   const struct sigaction& old = previous_urg;
   if ((old.sa_flags & SA_SIGINFO) && old.sa_sigaction) {
     old.sa_sigaction(sig, info, uctx);
@@ -223,9 +225,28 @@ void chain_urg(int sig, siginfo_t* info, void* uctx) {
   // SIGURG's default action is to ignore it.
 }
 
+// What the handler reads and writes, without calling anything: under
+// ThreadSanitizer an out-of-line std::atomic member (or a lambda) would be an
+// instrumented call, and the handler may have interrupted the TSan runtime.
+#define EMBER_SIGNAL_SAFE __attribute__((always_inline, no_sanitize("address", "thread", "undefined"))) inline
+template <class T>
+EMBER_SIGNAL_SAFE T load_relaxed(const std::atomic<T>& a) {
+  return __atomic_load_n(reinterpret_cast<const T*>(&a), __ATOMIC_RELAXED);
+}
+template <class T>
+EMBER_SIGNAL_SAFE void store_relaxed(std::atomic<T>& a, T v) {
+  __atomic_store_n(reinterpret_cast<T*>(&a), v, __ATOMIC_RELAXED);
+}
+EMBER_SIGNAL_SAFE void defer_preemption(scheduler* s, process* p) {
+  store_relaxed(p->preempt_pending, true);
+  store_relaxed(s->preempt_deferred, load_relaxed(s->preempt_deferred) + 1);
+}
+
 // Runs on the interrupted thread, on its alternate signal stack. Touches
 // only that thread's scheduler and process (plain loads and stores), and is
-// not instrumented: under ThreadSanitizer it may interrupt anything.
+// not instrumented: under ThreadSanitizer it may interrupt anything. The
+// one call it makes into instrumented code (hand_off_next) happens only
+// outside the sanitizer's runtime.
 __attribute__((no_sanitize("address", "thread", "undefined"))) void on_preempt_signal(int sig, siginfo_t* info,
                                                                                         void* uctx) {
   scheduler* s = tl_scheduler;
@@ -234,8 +255,8 @@ __attribute__((no_sanitize("address", "thread", "undefined"))) void on_preempt_s
     return;
   }
   process* p = tl_process;
-  const std::uint64_t turn = s->turn.load(std::memory_order_relaxed);
-  if (!p || !(turn & 1) || s->preempt_turn.load(std::memory_order_relaxed) != turn) return;
+  const std::uint64_t turn = load_relaxed(s->turn);
+  if (!p || !(turn & 1) || load_relaxed(s->preempt_turn) != turn) return;
 #if defined(EMBER_PREEMPT_X86_64)
   auto* uc = static_cast<ucontext_t*>(uctx);
   const auto pc = std::uintptr_t(uc->uc_mcontext.gregs[REG_RIP]);
@@ -245,35 +266,30 @@ __attribute__((no_sanitize("address", "thread", "undefined"))) void on_preempt_s
   // where spare schedulers steal from. Only while the thread is outside
   // the program's code (in a system call or a library): every update of
   // the run queue is inline code of the program, so none is half done.
-  if (s->blocked.load(std::memory_order_relaxed) && !in_program && !in_sanitizer_runtime(pc)) s->hand_off_next();
-#else
-  const std::uintptr_t pc = 0, sp = 0;
-  const bool in_program = false;
-#endif
+  if (load_relaxed(s->blocked) && !in_program && !in_sanitizer_runtime(pc)) s->hand_off_next();
   if (!p->preemptible) return;
-  auto defer = [&] {
-    p->preempt_pending.store(true, std::memory_order_relaxed);
-    s->preempt_deferred.store(s->preempt_deferred.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  };
-  if (p->preempt_off != 0 || p->preempting.load(std::memory_order_relaxed) || !p->stk || !injection_ready) {
-    defer();
+  if (p->preempt_off != 0 || load_relaxed(p->preempting) || !p->stk || !injection_ready) {
+    defer_preemption(s, p);
     return;
   }
-  auto lo = std::uintptr_t(p->stk->base) + 4096;  // above the guard page
-  auto hi = std::uintptr_t(p->stk->top());
-  const bool in_allocator = pc >= std::uintptr_t(__start_ember_heap_text) && pc < std::uintptr_t(__stop_ember_heap_text);
+  const auto lo = std::uintptr_t(p->stk->base) + 4096;  // above the guard page
+  const auto hi = reinterpret_cast<std::uintptr_t>(p->stk);  // stack::top(): the header sits at the top
+  const bool in_allocator =
+      pc >= std::uintptr_t(__start_ember_heap_text) && pc < std::uintptr_t(__stop_ember_heap_text);
   if (sp > hi || sp < lo + trampoline_room() || !in_program || in_allocator) {
-    defer();
+    defer_preemption(s, p);
     return;
   }
-#if defined(EMBER_PREEMPT_X86_64)
   // As if the interrupted instruction had called the trampoline, below the
   // red zone.
-  std::uintptr_t nsp = sp - 128 - 8;
+  const std::uintptr_t nsp = sp - 128 - 8;
   *reinterpret_cast<std::uintptr_t*>(nsp) = pc;
   uc->uc_mcontext.gregs[REG_RSP] = greg_t(nsp);
   uc->uc_mcontext.gregs[REG_RIP] = greg_t(reinterpret_cast<std::uintptr_t>(&ember_preempt_trampoline));
-  p->preempting.store(true, std::memory_order_relaxed);
+  store_relaxed(p->preempting, true);
+#else
+  (void)uctx;
+  if (p->preemptible) defer_preemption(s, p);
 #endif
 }
 
@@ -291,7 +307,7 @@ asm(".text\n"
     "  syscall\n"
     ".size ember_sigreturn_restorer, .-ember_sigreturn_restorer\n");
 struct kernel_sigaction {
-  void (*handler)(int, siginfo_t*, void*);
+  void* handler;
   unsigned long flags;
   void (*restorer)();
   std::uint64_t mask;
@@ -299,7 +315,7 @@ struct kernel_sigaction {
 bool install_raw(void (*h)(int, siginfo_t*, void*)) {
   constexpr unsigned long sa_restorer_flag = 0x04000000;
   kernel_sigaction ka{};
-  ka.handler = h;
+  ka.handler = reinterpret_cast<void*>(h);
   ka.flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART | sa_restorer_flag;
   ka.restorer = ember_sigreturn_restorer;
   ka.mask = 0;
@@ -308,10 +324,10 @@ bool install_raw(void (*h)(int, siginfo_t*, void*)) {
   // Keep what was there for chaining (handler and flags are enough).
   std::memset(&previous_urg, 0, sizeof previous_urg);
   if (old.flags & SA_SIGINFO) {
-    previous_urg.sa_sigaction = old.handler;
+    previous_urg.sa_sigaction = reinterpret_cast<void (*)(int, siginfo_t*, void*)>(old.handler);
     previous_urg.sa_flags = SA_SIGINFO;
   } else {
-    previous_urg.sa_handler = reinterpret_cast<void (*)(int)>(old.handler);
+    previous_urg.sa_handler = reinterpret_cast<void (*)(int)>(old.handler);  // SIG_DFL / SIG_IGN / a handler
   }
   return true;
 }

@@ -225,8 +225,9 @@ TEST_P(monitors, demonitor_with_flush_leaves_other_messages) {
 
 TEST_P(monitors, demonitor_without_flush_leaves_an_arrived_down_in_the_mailbox) {
   auto got = in_process(rt(), [] {
-    pid t = ember::spawn([] {});
+    pid t = ember::spawn([] { ember::receive([](int) {}); });  // exits once monitored
     monitor_ref ref = ember::monitor(t);
+    ember::send(t, 0);
     auto deadline = std::chrono::steady_clock::now() + 10s;
     while (ember::message_queue_len() == 0 && std::chrono::steady_clock::now() < deadline)
       ember::yield();
