@@ -74,14 +74,30 @@
 //                 scheduler's owner-only pinned queue, is never stolen, and
 //                 resumes on the same thread; it becomes movable again at its
 //                 next ordinary suspension (receive, yield...), where the
-//                 same rules as for any cooperative switch apply.
+//                 same rules as for any cooperative switch apply. One
+//                 exception, to break a deadlock: when the thread is blocked
+//                 (found stuck for blocked_after, outside the program's code)
+//                 its pinned processes are unpinned and handed to spares,
+//                 since one of them may hold the OS mutex the thread waits
+//                 for (a std::mutex taken in process code is the usual case;
+//                 glibc's default mutex may be unlocked by another thread).
+//                 Such a process may then use the old thread's TLS through a
+//                 register; guard mutex-holding sections with no_preempt.
 //   exceptions    the C++ exception globals are per process already (they are
 //                 swapped at every switch).
-//   exit signals  a preempted process that was killed (or got an untrapped
-//                 exit signal) meanwhile ends without unwinding, as after a
-//                 heap-limit or stack-overflow exit: there is no landing pad
-//                 at an arbitrary instruction. Its heap is reclaimed whole;
-//                 destructors of its frames do not run.
+//   exit signals  a preempted process is resumed with no landing pad at the
+//                 interrupted instruction, so it cannot unwind there. If an
+//                 exit signal that ends it arrived meanwhile, it gets one
+//                 time slice to reach a runtime call (its next charge yields
+//                 at once and takes the signal in: it unwinds, destructors
+//                 run); if it is preempted again first, it ends then without
+//                 unwinding, as after a heap-limit or stack-overflow exit:
+//                 its heap is reclaimed whole, its frames' destructors never
+//                 run. Messages are not taken in at a preemption (that would
+//                 run their copy constructors at an arbitrary point).
+//   allocator     the process heap's code is one linker section
+//                 (ember_heap_text) the handler never interrupts: taking in
+//                 an exit signal allocates from the same heap.
 //   EINTR         SIGURG is installed with SA_RESTART, so restartable system
 //                 calls resume; the others (nanosleep, poll, epoll_wait,
 //                 select, ...) return EINTR to the code that made them, as in

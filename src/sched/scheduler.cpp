@@ -52,6 +52,16 @@
 // process is given a stack only for a turn, from the scheduler's LIFO stack
 // cache, so consecutive handler turns reuse the same warm pages.
 //
+// Preemption (preempt.cpp): `turn` is odd while a process runs, so the
+// monitor thread can tell a long turn. A process preempted by the signal
+// comes back as suspend_reason::preempted and goes to the owner-only pinned
+// queue (never stolen: it must resume on this thread), which takes every
+// other turn with the ring. Spare schedulers (one per scheduler, after the
+// primaries in `scheds`) sleep until the monitor finds a scheduler blocked
+// in one turn; an active spare works like any scheduler (and may also pop a
+// blocked scheduler's inbox), and retires once no scheduler is blocked and
+// it holds no pinned process, handing its queue to the global queue.
+//
 // Numbers that decided it (2-vCPU VM): an fcontext switch pair ~9 ns; a
 // cross-core wake-up through a parked thread 20-60 µs; through a spinning
 // one ~1 µs.
@@ -156,7 +166,21 @@ void scheduler::push_back(process* p) noexcept {
 
 void scheduler::hand_off_next() noexcept {
   process* p = rq.take_next();
-  if (p && !rq.push(p)) rq.put_next(p);  // ring full: it stays (no lock may be taken here)
+  if (p && !rq.push(p)) {
+    rq.put_next(p);  // ring full: it stays (no lock may be taken here)
+    return;
+  }
+  // Pinned processes too: one of them may hold the very lock this thread
+  // is blocked on (a std::mutex taken in process code, then preempted).
+  // Unpinned, it may resume on another thread (see preempt.cpp on TLS).
+  while (pinned_head_) {
+    process* q = pinned_head_;
+    if (!rq.push(q)) return;
+    pinned_head_ = q->run_link;
+    if (!pinned_head_) pinned_tail_ = nullptr;
+    q->run_link = nullptr;
+    q->pinned = false;
+  }
 }
 
 void scheduler::push_next(process* p) noexcept {

@@ -47,8 +47,8 @@ class scheduler {
   void push_next(process* p) noexcept;
   void push_back(process* p) noexcept;
   // From the preemption signal handler of this scheduler's own thread,
-  // while it is blocked outside the program's code: the `next` process
-  // moves to the ring, where others can steal it.
+  // while it is blocked outside the program's code: the `next` process and
+  // the pinned ones move to the ring, where others can steal them.
   void hand_off_next() noexcept;
 
   runtime_node& rt;

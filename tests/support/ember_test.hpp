@@ -94,8 +94,12 @@ T global_copy(T& v) {
 template <class T>
 class inbox {
  public:
+  // Under no_preempt: a process preempted while holding the lock would
+  // block every other process of its thread that puts (see the README on
+  // OS mutexes in processes).
   void put(T v) const {
     {
+      ember::no_preempt hold;
       ember::global_heap_scope global;
       std::lock_guard lock(s_->mu);
       s_->items.push_back(global_copy(v));
@@ -131,10 +135,14 @@ template <class T>
 class oneshot {
  public:
   void set(T v) const {
+    ember::no_preempt hold;  // the promise's lock (see inbox::put)
     ember::global_heap_scope global;
     s_->p.set_value(global_copy(v));
   }
-  void fail(std::exception_ptr e) const { s_->p.set_exception(std::move(e)); }
+  void fail(std::exception_ptr e) const {
+    ember::no_preempt hold;
+    s_->p.set_exception(std::move(e));
+  }
   // The value; throws `hang` if it is not set within `limit`.
   T get(std::chrono::nanoseconds limit = hang_limit,
         const std::string& what = "a result from a process") const {
@@ -154,8 +162,14 @@ class oneshot {
 template <>
 class oneshot<void> {
  public:
-  void set() const { s_->p.set_value(); }
-  void fail(std::exception_ptr e) const { s_->p.set_exception(std::move(e)); }
+  void set() const {
+    ember::no_preempt hold;
+    s_->p.set_value();
+  }
+  void fail(std::exception_ptr e) const {
+    ember::no_preempt hold;
+    s_->p.set_exception(std::move(e));
+  }
   void get(std::chrono::nanoseconds limit = hang_limit,
            const std::string& what = "a signal from a process") const {
     if (s_->f.wait_for(limit) != std::future_status::ready)
