@@ -266,13 +266,23 @@ EMBER_SIGNAL_SAFE void defer_preemption(scheduler* s, process* p) {
 __attribute__((no_sanitize("address", "thread", "undefined"))) void on_preempt_signal(int sig, siginfo_t* info,
                                                                                         void* uctx) {
   scheduler* s = tl_scheduler;
-  if (!s || info->si_code != SI_TKILL || info->si_pid != s->rt.os_pid) {
+  const bool tick = s && info->si_code == SI_TIMER && info->si_value.sival_ptr == s;
+  if (!s || (!tick && (info->si_code != SI_TKILL || info->si_pid != s->rt.os_pid))) {
     chain_urg(sig, info, uctx);
     return;
   }
   process* p = tl_process;
   const std::uint64_t turn = load_relaxed(s->turn);
-  if (!p || !(turn & 1) || load_relaxed(s->preempt_turn) != turn) return;
+  if (tick) {
+    // The tick: preempt a turn that was already running at the last tick.
+    if (!p || !(turn & 1) || load_relaxed(s->tick_turn) != turn) {
+      store_relaxed(s->tick_turn, turn);
+      store_relaxed(s->ticks_idle, load_relaxed(s->ticks_idle) + 1);
+      return;
+    }
+  } else if (!p || !(turn & 1) || load_relaxed(s->preempt_turn) != turn) {
+    return;
+  }
 #if defined(EMBER_PREEMPT_X86_64)
   auto* uc = static_cast<ucontext_t*>(uctx);
   const auto pc = std::uintptr_t(uc->uc_mcontext.gregs[REG_RIP]);
@@ -425,6 +435,9 @@ void runtime_node::monitor_loop() {
         o = {turn, now, now + slice, slice, false};
         continue;
       }
+      // A scheduler running CPU hogs has its own tick (tick_arm): the
+      // monitor only backs it up.
+      if (s.tick_armed.load(std::memory_order_relaxed) && now < o.since + 4 * slice) continue;
       if (signals && now >= o.next_signal) {
         s.preempt_turn.store(turn, std::memory_order_release);
         ::syscall(SYS_tgkill, self_pid, s.tid.load(std::memory_order_relaxed), preempt_signal);

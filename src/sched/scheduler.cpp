@@ -68,6 +68,8 @@
 #include "sched/scheduler.hpp"
 
 #include <cxxabi.h>
+#include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -164,6 +166,33 @@ void scheduler::push_back(process* p) noexcept {
   rt.wake_if_needed();
 }
 
+void scheduler::tick_create() noexcept {
+  if (rt.options.time_slice.count() == 0 || !rt.preempt_handler_installed || !async_preemption_supported()) return;
+  sigevent ev{};
+  ev.sigev_notify = SIGEV_THREAD_ID;
+  ev.sigev_signo = SIGURG;
+  ev.sigev_value.sival_ptr = this;
+  ev._sigev_un._tid = pid_t(::gettid());
+  timer_t t;
+  if (::timer_create(CLOCK_MONOTONIC, &ev, &t) == 0) {
+    tick_timer_ = t;
+    has_tick_ = true;
+  }
+}
+
+void scheduler::tick_arm(bool on) noexcept {
+  if (!has_tick_) return;
+  itimerspec spec{};
+  if (on) {
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(rt.options.time_slice).count();
+    spec.it_interval.tv_sec = time_t(ns / 1'000'000'000);
+    spec.it_interval.tv_nsec = long(ns % 1'000'000'000);
+    spec.it_value = spec.it_interval;
+  }
+  ::timer_settime(static_cast<timer_t>(tick_timer_), 0, &spec, nullptr);
+  tick_armed.store(on, std::memory_order_relaxed);
+}
+
 void scheduler::hand_off_next() noexcept {
   process* p = rq.take_next();
   if (p && !rq.push(p)) {
@@ -194,6 +223,7 @@ void scheduler::loop() {
   home_.tsan_fiber = sanitizers::current_fiber();
   eh_ = thread_eh();  // per thread, fixed: look it up once
   signal_stack alt = make_signal_stack();  // where the signal handlers run
+  tick_create();
   if (!spare) {
     while (process* p = find_work()) execute(p);
   } else {
@@ -207,6 +237,10 @@ void scheduler::loop() {
       while (process* p = find_work()) execute(p);
       if (rt.sched_stop.load(std::memory_order_acquire)) break;
     }
+  }
+  if (has_tick_) {
+    tick_arm(false);
+    ::timer_delete(static_cast<timer_t>(tick_timer_));
   }
   drop_signal_stack(alt);
   rt.stacks.drain(stacks);
@@ -346,6 +380,7 @@ process* scheduler::find_work() noexcept {
       for (int i = 0; i < 32; ++i) cpu_relax();
     } while (std::chrono::steady_clock::now() < until && !rt.sched_stop.load(std::memory_order_relaxed));
     if (!rq.empty() || pinned_head_) continue;
+    if (tick_armed.load(std::memory_order_relaxed)) tick_arm(false);
     if (spare && spare_should_retire()) continue;
     spinning_ = false;
     rt.spinning.fetch_sub(1, std::memory_order_seq_cst);
@@ -398,8 +433,13 @@ void scheduler::execute(process* p) noexcept {
       p->pinned = true;
       push_pinned(p);
       preemptions.store(preemptions.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      ticks_idle.store(0, std::memory_order_relaxed);
+      if (!tick_armed.load(std::memory_order_relaxed)) tick_arm(true);
       return;
     }
+    // No preemption for 64 ticks: the hog is gone, so is the tick.
+    if (tick_armed.load(std::memory_order_relaxed) && ticks_idle.load(std::memory_order_relaxed) > 64)
+      tick_arm(false);
     p->pinned = false;
     switch (p->why) {
       case suspend_reason::preempted:

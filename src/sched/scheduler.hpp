@@ -73,6 +73,13 @@ class scheduler {
   // Set by the monitor when one turn has lasted blocked_after; cleared by
   // the owner when that turn ends.
   std::atomic<bool> blocked{false};
+  // The preemption tick (preempt.cpp): a kernel timer that signals this
+  // thread every time slice while it runs processes that needed preempting
+  // (CPU hogs), so that their preemption does not wait for the monitor
+  // thread to be scheduled. tick_turn and ticks_idle belong to the handler.
+  std::atomic<bool> tick_armed{false};
+  std::atomic<std::uint64_t> tick_turn{0};
+  std::atomic<std::uint32_t> ticks_idle{0};
   const bool spare;  // a spare thread, active only while a scheduler is blocked
 
   // Parking: guarded by runtime_node::idle_mu_.
@@ -90,6 +97,8 @@ class scheduler {
   process* pop_pinned() noexcept;
   bool spare_should_retire() const noexcept;
   void retire_spare() noexcept;
+  void tick_create() noexcept;
+  void tick_arm(bool on) noexcept;
   void execute(process* p) noexcept;
   void resume(process* p) noexcept;
   void stop_spinning() noexcept;
@@ -106,6 +115,8 @@ class scheduler {
   process* pinned_head_ = nullptr;
   process* pinned_tail_ = nullptr;
   bool pinned_first_ = false;  // alternates the pinned queue with the ring
+  void* tick_timer_ = nullptr;   // timer_t (glibc: the kernel's id, 0 included)
+  bool has_tick_ = false;
 
  public:
   // Spare activation (guarded by runtime_node::idle_mu_ / spare_word).
