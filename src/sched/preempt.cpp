@@ -26,14 +26,30 @@
 // registers and yields through the ordinary switch, outside any signal
 // handler. Thread hand-off (Shiina et al., PPoPP'21): the handler parks the
 // interrupted thread, process and all, and another OS thread takes over the
-// scheduler. Measured on the 2-vCPU development VM (bench/preempt_cost.cpp):
-// delivering the signal and returning through the trampoline to a switch
-// costs a few microseconds, while handing a scheduler to another thread costs
-// a futex wake-up and a cold thread, tens of microseconds here, and a thread
-// per preempted process; hand-off also changes which thread runs a
-// scheduler's owner-only structures in the middle of a turn. Injection keeps
-// one thread per scheduler, the ordinary switch, and costs nothing at all
-// until a process overstays its slice.
+// scheduler. Measured on the 2-vCPU development VM with
+// bench/preempt_cost.cpp: a signal reaches a spinning thread in 6.7 µs
+// (p50; p99 8.9) and costs it about 4.8 µs of CPU; handing a CPU from one
+// thread to a parked one costs 7.0 µs (p50; p99 21). So the latency is a
+// wash on this machine, and the rest decided: hand-off needs an OS thread
+// per preempted process (a hundred hogs, a hundred parked threads) and a
+// scheduler whose owner thread changes in the middle of a turn (every
+// owner-only structure, run queue and caches, would need a hand-over
+// protocol); its handler never returns until the process is resumed, which
+// ThreadSanitizer's signal machinery does not survive repeatedly. Injection
+// keeps one thread per scheduler and the ordinary switch, and costs nothing
+// until a process overstays its slice; its price is the safe-point rules
+// below.
+//
+// Who sends the signal. The monitor thread wakes every time slice while
+// any scheduler runs, and signals a turn it has seen running for a slice
+// (tgkill). On this VM a sleeping thread is now and then woken milliseconds
+// late, which showed as 4 ms stalls in W6; so a scheduler that has just
+// preempted a process (it runs a CPU hog) arms its own tick, a kernel timer
+// signalling its own thread every time slice (timer_create with
+// SIGEV_THREAD_ID), which needs no other thread to be scheduled. The tick
+// preempts a turn that was running at the previous tick too, and is
+// disarmed after 64 ticks without a preemption or when the scheduler goes
+// idle: programs without hogs never get it.
 //
 // Safe points. The handler preempts only if all of these hold:
 //   - the thread is running a process, in the very turn the monitor flagged
@@ -119,6 +135,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -293,6 +310,13 @@ __attribute__((no_sanitize("address", "thread", "undefined"))) void on_preempt_s
   // the program's code (in a system call or a library): every update of
   // the run queue is inline code of the program, so none is half done.
   if (load_relaxed(s->blocked) && !in_program && !in_sanitizer_runtime(pc)) s->hand_off_next();
+  if (tick && load_relaxed(s->blocked)) {
+    // A blocked thread needs no tick (it would only interrupt its system
+    // call every slice); the monitor keeps watching it.
+    itimerspec off{};
+    ::timer_settime(static_cast<timer_t>(s->tick_timer), 0, &off, nullptr);
+    store_relaxed(s->tick_armed, false);
+  }
   if (!p->preemptible) return;
   if (p->preempt_off != 0 || load_relaxed(p->preempting) || !p->stk || !injection_ready) {
     defer_preemption(s, p);

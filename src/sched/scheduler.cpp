@@ -175,7 +175,7 @@ void scheduler::tick_create() noexcept {
   ev._sigev_un._tid = pid_t(::gettid());
   timer_t t;
   if (::timer_create(CLOCK_MONOTONIC, &ev, &t) == 0) {
-    tick_timer_ = t;
+    tick_timer = t;
     has_tick_ = true;
   }
 }
@@ -189,7 +189,7 @@ void scheduler::tick_arm(bool on) noexcept {
     spec.it_interval.tv_nsec = long(ns % 1'000'000'000);
     spec.it_value = spec.it_interval;
   }
-  ::timer_settime(static_cast<timer_t>(tick_timer_), 0, &spec, nullptr);
+  ::timer_settime(static_cast<timer_t>(tick_timer), 0, &spec, nullptr);
   tick_armed.store(on, std::memory_order_relaxed);
 }
 
@@ -240,7 +240,7 @@ void scheduler::loop() {
   }
   if (has_tick_) {
     tick_arm(false);
-    ::timer_delete(static_cast<timer_t>(tick_timer_));
+    ::timer_delete(static_cast<timer_t>(tick_timer));
   }
   drop_signal_stack(alt);
   rt.stacks.drain(stacks);
@@ -512,12 +512,16 @@ runtime_node::runtime_node(const runtime_options& o) : node(o), os_pid(::getpid(
   if (o.time_slice.count() != 0) preempt_handler_installed = install_preempt_handler();
   if (o.quarantine_dead_heaps) heap_quarantine_enable();
   primaries_ = options.schedulers;
-  // One spare per scheduler, up to 64, if blocked schedulers are handed off.
-  unsigned spares = o.blocked_after.count() != 0 ? std::min(primaries_, 64u) : 0;
+  // Spares, if blocked schedulers are handed off: their threads start on
+  // first use. As many as 64 (with primaries), since a spare can block too:
+  // processes contending for an OS mutex held by a preempted one each take
+  // a thread until one runs the holder.
+  unsigned spares = o.blocked_after.count() != 0 ? std::max(64u, primaries_) : 0;
   for (unsigned i = 0; i < primaries_ + spares; ++i)
     scheds.push_back(std::make_unique<scheduler>(*this, i, i >= primaries_));
   active.store(int(primaries_), std::memory_order_relaxed);
-  for (auto& s : scheds) s->start();
+  for (auto& s : scheds)
+    if (!s->spare) s->start();
   if (o.time_slice.count() != 0 || o.blocked_after.count() != 0) monitor_ = std::thread([this] { monitor_loop(); });
 }
 
@@ -695,6 +699,10 @@ void runtime_node::shutdown() {
     s->spare_word.store(1, std::memory_order_release);
     s->spare_word.notify_one();
   }
+  {
+    std::lock_guard lock(idle_mu_);  // no spare starts from now on (scheduler_blocked)
+    spares_closed_ = true;
+  }
   for (auto& s : scheds) s->join();
   monitor_stop_.store(true, std::memory_order_release);
   wake_monitor();
@@ -716,9 +724,10 @@ void runtime_node::scheduler_blocked(scheduler& s) noexcept {
   {
     std::lock_guard lock(idle_mu_);
     for (auto& c : scheds) {
-      if (c->spare && !c->spare_active) {
+      if (c->spare && !c->spare_active && !spares_closed_) {
         spare = c.get();
         spare->spare_active = true;
+        if (!spare->started()) spare->start();
         active.fetch_add(1, std::memory_order_seq_cst);
         spinning.fetch_add(1, std::memory_order_seq_cst);  // it starts as a spinner
         break;

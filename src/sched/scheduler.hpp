@@ -39,6 +39,7 @@ class scheduler {
   scheduler(runtime_node& rt, unsigned index, bool spare);
   void start();
   void join();
+  bool started() const noexcept { return thread_.joinable(); }
 
   // The calling thread's scheduler, or nullptr (non-inlined: see process.hpp).
   static scheduler* current() noexcept;
@@ -115,8 +116,10 @@ class scheduler {
   process* pinned_head_ = nullptr;
   process* pinned_tail_ = nullptr;
   bool pinned_first_ = false;  // alternates the pinned queue with the ring
-  void* tick_timer_ = nullptr;   // timer_t (glibc: the kernel's id, 0 included)
   bool has_tick_ = false;
+
+ public:
+  void* tick_timer = nullptr;  // timer_t (glibc: the kernel's id, 0 included); see has_tick_
 
  public:
   // Spare activation (guarded by runtime_node::idle_mu_ / spare_word).
@@ -186,6 +189,7 @@ class runtime_node final : public node {
   std::mutex done_mu_;
   std::condition_variable done_cv_;
   std::atomic<bool> shut_down_{false};
+  bool spares_closed_ = false;  // shutting down (guarded by idle_mu_)
   std::thread monitor_;
   std::atomic<bool> monitor_stop_{false};
   std::atomic<std::uint32_t> monitor_word_{0};

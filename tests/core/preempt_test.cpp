@@ -36,6 +36,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <ostream>
 #include <string>
 #include <system_error>
@@ -1642,6 +1643,55 @@ TEST(blocked_scheduler, processes_queued_behind_a_non_preemptible_spinner_run_el
   EXPECT_TRUE(rt.wait_for(hang_limit));
   EXPECT_TRUE(s->finished.load());
   expect_nothing_leaked(rt);
+}
+
+TEST(blocked_scheduler, processes_sharing_a_std_mutex_without_no_preempt_do_not_deadlock) {
+  // A process preempted while it holds a std::mutex, and another process of
+  // the same (only) thread then blocking in lock(): the thread waits for a
+  // process that can only run on it. The blocked-scheduler hand-off
+  // unpins the holder and a spare runs it, so everyone finishes.
+#if defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "the holder unlocks on another thread than it locked on, which ThreadSanitizer reports";
+#else
+  ember::runtime_options o = one_scheduler_blocked_after_1ms();
+  o.time_slice = microseconds(100);
+  ember::runtime rt(o);
+  stats_on_failure report(rt);
+  struct shared_state {
+    std::mutex mu;
+    long inside = 0;   // guarded by mu
+    long total = 0;    // guarded by mu
+  };
+  auto st = std::make_shared<shared_state>();
+  constexpr int processes = 4;
+  constexpr int rounds = 20;
+  inbox<long> done;
+  for (int i = 0; i < processes; ++i)
+    rt.spawn([st, done] {
+      long bad = 0;
+      for (int r = 0; r < rounds; ++r) {
+        std::lock_guard lock(st->mu);
+        if (++st->inside != 1) ++bad;
+        // Work while holding the lock: several time slices, so it is
+        // preempted here.
+        std::uint64_t x = std::uint64_t(r) + 1;
+        for (int k = 0; k < 1'000'000; ++k) x = x * 31 + 7;
+        sink.store(x, std::memory_order_relaxed);  // the loop is not optimised away
+        st->total += 1;
+        --st->inside;
+      }
+      done.put(bad);
+    });
+  for (int i = 0; i < processes; ++i) EXPECT_EQ(done.take(), 0) << "two processes inside the lock at once";
+  {
+    std::lock_guard lock(st->mu);
+    EXPECT_EQ(st->total, long(processes) * rounds);
+  }
+  EXPECT_TRUE(rt.wait_for(hang_limit));
+  auto stats = rt.stats();
+  EXPECT_GT(stats.preemptions, 0u);
+  EXPECT_GE(stats.schedulers_blocked, 1u) << "the deadlock this test is about never arose";
+#endif
 }
 
 }  // namespace
