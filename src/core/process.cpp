@@ -1063,19 +1063,24 @@ extern "C" void ember_preempt_yield() noexcept {
   // runtime call yields at once and takes the signal in); if it is still
   // computing when it is preempted again, it ends here without unwinding
   // (the interrupted frames have no landing pad).
-  if (!dying(p) && !p.trap_exit && p.mbox.incoming_has(sig_exit)) {
+  // A process unwinding (its exit_unwind, or any exception) is left to
+  // finish: its exit path runs at the end of it.
+  if (std::uncaught_exceptions() == 0 &&
+      (dying(p) || (!p.trap_exit && p.mbox.incoming_has(sig_exit)))) {
     if (!p.exit_grace) {
       p.exit_grace = true;
       p.reductions = current_node()->options.reductions;  // the next charge yields and drains
     } else {
-      try {
-        drain_slow(*current_node(), p, on_exit_signal::report);
-      } catch (...) {
-        if (!dying(p)) mark_dying(p, reason_of_current_exception());
+      if (!dying(p)) {
+        try {
+          drain_slow(*current_node(), p, on_exit_signal::report);
+        } catch (...) {
+          if (!dying(p)) mark_dying(p, reason_of_current_exception());
+        }
       }
+      if (dying(p)) leave(p, suspend_reason::abandoned);
     }
   }
-  if (dying(p)) leave(p, suspend_reason::abandoned);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   --p.preempt_off;
   errno = saved_errno;
