@@ -7,12 +7,10 @@
 //
 //   ember_bench_w7 [seconds=5] [megabytes=50]
 //
-// Placement. ember has no preemption yet: a process that never calls the
-// runtime keeps its scheduler until it does. The garbage process calls the
-// runtime (ember::yield) only between build/drop cycles, which can last
-// hundreds of milliseconds, so sharing a scheduler with it would starve the
-// ping-pong whatever the allocator does. The garbage process is therefore
-// placed on scheduler 0 and the ping-pong pair on scheduler 1
+// Placement. The garbage process calls the runtime (ember::yield) only
+// between build/drop cycles; sharing a scheduler with it, the ping-pong would
+// measure preemption (W6's subject), not the heaps. The garbage process is
+// therefore placed on scheduler 0 and the ping-pong pair on scheduler 1
 // (spawn_options::scheduler; the ponger is spawned by the pinger and a
 // process woken by a message runs on its sender's scheduler, so the pair
 // stays there). What W7 measures is then whether a process churning memory

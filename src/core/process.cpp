@@ -9,9 +9,10 @@
 // stack, so a process killed while suspended in receive unwinds and its
 // destructors run. A process that catches that exception and carries on
 // is ended at its next runtime call without further unwinding: kill cannot
-// be swallowed by catch (...). Exit signals act only on the next runtime call (receive,
-// send, yield...) of a process that is computing; asynchronous preemption
-// is a later layer.
+// be swallowed by catch (...). Exit signals act on the next runtime call (receive,
+// send, yield...) of a process that is computing; one that never calls the
+// runtime is reached through asynchronous preemption (ember_preempt_yield,
+// at the end of this file; design in sched/preempt.cpp).
 //
 // A process switches out by jumping to its scheduler's switch_point with a
 // suspend_reason; the scheduler, now off the process's stack, decides what
