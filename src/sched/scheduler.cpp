@@ -725,9 +725,15 @@ void runtime_node::scheduler_blocked(scheduler& s) noexcept {
     std::lock_guard lock(idle_mu_);
     for (auto& c : scheds) {
       if (c->spare && !c->spare_active && !spares_closed_) {
+        if (!c->started()) {
+          try {
+            c->start();
+          } catch (const std::exception&) {
+            return;  // no thread to be had: the blocked scheduler's work waits for it
+          }
+        }
         spare = c.get();
         spare->spare_active = true;
-        if (!spare->started()) spare->start();
         active.fetch_add(1, std::memory_order_seq_cst);
         spinning.fetch_add(1, std::memory_order_seq_cst);  // it starts as a spinner
         break;
