@@ -316,7 +316,9 @@ void scheduler::retire_spare() noexcept {
 }
 
 process* scheduler::steal_work() noexcept {
-  std::size_t n = rt.scheds.size();
+  // Primaries and the spares started so far (they start in index order; the
+  // rest have never held a process).
+  std::size_t n = rt.primaries_ + rt.spares_started.load(std::memory_order_acquire);
   if (n < 2) return nullptr;
   // xorshift: a random starting victim spreads thieves out.
   rng_ ^= rng_ << 13;
@@ -731,6 +733,7 @@ void runtime_node::scheduler_blocked(scheduler& s) noexcept {
           } catch (const std::exception&) {
             return;  // no thread to be had: the blocked scheduler's work waits for it
           }
+          spares_started.fetch_add(1, std::memory_order_release);
         }
         spare = c.get();
         spare->spare_active = true;

@@ -167,6 +167,7 @@ class runtime_node final : public node {
 
   std::vector<std::unique_ptr<scheduler>> scheds;  // primaries, then spares
   unsigned primaries_ = 0;
+  std::atomic<unsigned> spares_started{0};
   std::atomic<int> active{0};         // primaries + active spares
   std::atomic<int> blocked_count{0};  // schedulers marked blocked now
   const pid_t os_pid;
