@@ -46,17 +46,14 @@
 
 #include "bench_util.hpp"
 #include "latency_hist.hpp"
+#include "pingpong.hpp"
 
 namespace {
 
-struct ping {
-  ember::pid from;
-};
-struct pong {};
-struct stop_ponger {};
-struct ponger_done {
-  std::int64_t answered;
-};
+using bench::ping;
+using bench::pong;
+using bench::ponger_done;
+using bench::stop_ponger;
 
 struct pair_result {
   std::uint64_t roundtrips = 0;
@@ -94,23 +91,10 @@ void hog_loop(std::promise<hog_result>* out) {
   out->set_value(hog_result{x, passes});
 }
 
-void ponger_loop(ember::pid pinger) {
-  std::int64_t answered = 0;
-  bool running = true;
-  while (running) {
-    ember::receive(
-        [&](ping p) {
-          ember::send(p.from, pong{});
-          ++answered;
-        },
-        [&](stop_ponger) { running = false; });
-  }
-  ember::send(pinger, ponger_done{answered});
-}
 
 void pinger_loop(std::promise<pair_result>* out) {
   const ember::pid me = ember::self();
-  const ember::pid ponger = ember::spawn([me] { ponger_loop(me); });
+  const ember::pid ponger = ember::spawn([me] { bench::ponger_loop(me); });
   hist.clear();
   // Measure only what competes with the hog.
   while (!hog_started.load(std::memory_order_acquire) && !stop.load(std::memory_order_relaxed)) ember::yield();

@@ -54,21 +54,18 @@
 
 #include "bench_util.hpp"
 #include "latency_hist.hpp"
+#include "pingpong.hpp"
 
 namespace {
 
-struct ping {
-  ember::pid from;
-};
-struct pong {};
-struct stop_ponger {};
+using bench::ping;
+using bench::pong;
+using bench::ponger_done;
+using bench::stop_ponger;
 struct pinger_done {
   std::uint64_t roundtrips;  // measured
   std::uint64_t warmup;      // before the measure
   std::int64_t colocated;  // samples taken on the garbage process's thread
-};
-struct ponger_done {
-  std::int64_t answered;
 };
 struct garbage_done {
   std::int64_t cycles;
@@ -179,23 +176,10 @@ void garbage_loop(ember::pid driver, std::size_t target_bytes) {
 
 // --- the ping-pong -----------------------------------------------------------
 
-void ponger_loop(ember::pid driver) {
-  std::int64_t answered = 0;
-  bool running = true;
-  while (running) {
-    ember::receive(
-        [&](ping p) {
-          ember::send(p.from, pong{});
-          ++answered;
-        },
-        [&](stop_ponger) { running = false; });
-  }
-  ember::send(driver, ponger_done{answered});
-}
 
 void pinger_loop(ember::pid driver, bench::latency_hist* h, std::int64_t seconds, bool with_garbage) {
   const ember::pid me = ember::self();
-  const ember::pid ponger = ember::spawn([driver] { ponger_loop(driver); });
+  const ember::pid ponger = ember::spawn([driver] { bench::ponger_loop(driver); });
   h->clear();
   pair_running.store(true, std::memory_order_release);
   std::uint64_t warmup = 0;  // unmeasured round trips while the garbage process gets going

@@ -2,7 +2,8 @@
 %% the 60 s watchdog, RSS, the clock. Run a workload as
 %%   erl +P 4000000 -noshell -pa <dir> -s wN main [Size ...]
 -module(bench_util).
--export([arg/3, watchdog/1, rss_bytes/0, now_ns/0, wait_process_count/1, fail/2, finish/0]).
+-export([arg/3, watchdog/1, rss_bytes/0, now_ns/0, wait_process_count/1, fail/2, finish/0,
+         hist_bucket/1, hist_quantile_ns/3]).
 
 %% The I-th argument (atoms, as -s passes them) as an integer, or Default.
 arg(Args, I, _Default) when length(Args) >= I ->
@@ -44,3 +45,33 @@ fail(Format, Args) ->
 
 finish() ->
     erlang:halt(0).
+
+%% --- the latency histogram of bench/latency_hist.hpp ---------------------------
+%% Exact below 256 ns, then 128 buckets per doubling. The peers keep the
+%% counts in a `counters` array (index hist_bucket(Ns) + 1).
+
+hist_bucket(V) when V < 256 -> V;
+hist_bucket(V) ->
+    Msb = msb(V bsr 8, 8),
+    256 + (Msb - 8) * 128 + ((V bsr (Msb - 7)) band 127).
+
+msb(0, B) -> B - 1;
+msb(V, B) -> msb(V bsr 1, B + 1).
+
+midpoint(I) when I < 256 -> I;
+midpoint(I) ->
+    Msb = (I - 256) div 128 + 8,
+    Sub = (I - 256) rem 128,
+    W = 1 bsl (Msb - 7),
+    (128 + Sub) * W + (W - 1) / 2.
+
+%% The Q-quantile (0..1) of N samples whose bucket counts are Counts, in ns.
+hist_quantile_ns(Counts, N, Q) ->
+    Rank = max(1, ceil(Q * N)),
+    walk(Counts, 0, 0, Rank).
+
+walk([C | Rest], I, Seen, Rank) ->
+    case Seen + C >= Rank of
+        true -> midpoint(I);
+        false -> walk(Rest, I + 1, Seen + C, Rank)
+    end.

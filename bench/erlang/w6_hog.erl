@@ -69,8 +69,8 @@ driver(Seconds) ->
     end,
     {P50, P99, MaxUs} = case N of
                             0 -> {"nan", "nan", "nan"};
-                            _ -> {fmt("~.3f", [quantile(Counts, N, 0.5) / 1000]),
-                                  fmt("~.3f", [quantile(Counts, N, 0.99) / 1000]),
+                            _ -> {fmt("~.3f", [bench_util:hist_quantile_ns(Counts, N, 0.5) / 1000]),
+                                  fmt("~.3f", [bench_util:hist_quantile_ns(Counts, N, 0.99) / 1000]),
                                   fmt("~.1f", [Max / 1000])}
                         end,
     io:format("RESULT W6 pingpong_p50_us=~s pingpong_p99_us=~s pingpong_max_us=~s roundtrips=~w "
@@ -132,7 +132,7 @@ ping_loop(Ponger, Me, Flags, Hist, N, Max, Stalls) ->
             receive pong -> ok end,
             T1 = erlang:monotonic_time(nanosecond),
             D = T1 - T0,
-            counters:add(Hist, bucket(D) + 1, 1),
+            counters:add(Hist, bench_util:hist_bucket(D) + 1, 1),
             Stalls1 = case D > 1000000 of true -> Stalls + 1; false -> Stalls end,
             ping_loop(Ponger, Me, Flags, Hist, N + 1, max(Max, D), Stalls1);
         _ ->
@@ -148,29 +148,3 @@ ponger(Driver, Answered) ->
             Driver ! {ponger_done, Answered}
     end.
 
-%% --- the histogram (bench/latency_hist.hpp) -------------------------------------
-
-bucket(V) when V < 256 -> V;
-bucket(V) ->
-    Msb = msb(V bsr 8, 8),
-    256 + (Msb - 8) * 128 + ((V bsr (Msb - 7)) band 127).
-
-msb(0, B) -> B - 1;
-msb(V, B) -> msb(V bsr 1, B + 1).
-
-midpoint(I) when I < 256 -> I;
-midpoint(I) ->
-    Msb = (I - 256) div 128 + 8,
-    Sub = (I - 256) rem 128,
-    W = 1 bsl (Msb - 7),
-    (128 + Sub) * W + (W - 1) / 2.
-
-quantile(Counts, N, Q) ->
-    Rank = max(1, ceil(Q * N)),
-    walk(Counts, 0, 0, Rank).
-
-walk([C | Rest], I, Seen, Rank) ->
-    case Seen + C >= Rank of
-        true -> midpoint(I);
-        false -> walk(Rest, I + 1, Seen + C, Rank)
-    end.

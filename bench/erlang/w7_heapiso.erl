@@ -105,7 +105,7 @@ ping_loop(Ponger, Me, Hist, Deadline, N, Max) ->
     receive pong -> ok end,
     T1 = erlang:monotonic_time(nanosecond),
     D = T1 - T0,
-    counters:add(Hist, bucket(D) + 1, 1),
+    counters:add(Hist, bench_util:hist_bucket(D) + 1, 1),
     Max1 = max(Max, D),
     case T1 >= Deadline of
         true -> {N + 1, Max1};
@@ -121,32 +121,8 @@ ponger(Driver, Answered) ->
             Driver ! {ponger_done, Answered}
     end.
 
-%% --- the histogram (bench/latency_hist.hpp) -------------------------------------
-
-bucket(V) when V < 256 -> V;
-bucket(V) ->
-    Msb = msb(V bsr 8, 8),
-    256 + (Msb - 8) * 128 + ((V bsr (Msb - 7)) band 127).
-
-msb(0, B) -> B - 1;
-msb(V, B) -> msb(V bsr 1, B + 1).
-
-midpoint(I) when I < 256 -> I;
-midpoint(I) ->
-    Msb = (I - 256) div 128 + 8,
-    Sub = (I - 256) rem 128,
-    W = 1 bsl (Msb - 7),
-    (128 + Sub) * W + (W - 1) / 2.
-
 quantile_us(#{n := N, counts := Counts}, Q) ->
-    Rank = max(1, ceil(Q * N)),
-    walk(Counts, 0, 0, Rank) / 1000.
-
-walk([C | Rest], I, Seen, Rank) ->
-    case Seen + C >= Rank of
-        true -> midpoint(I);
-        false -> walk(Rest, I + 1, Seen + C, Rank)
-    end.
+    bench_util:hist_quantile_ns(Counts, N, Q) / 1000.
 
 %% --- the garbage ----------------------------------------------------------------
 
