@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <typeinfo>
 
 #include "core/node.hpp"
@@ -1052,7 +1053,15 @@ void preempt_pending_yield(process& p) noexcept {
 extern "C" void ember_preempt_yield() noexcept {
   using namespace ember::detail;
   process& p = *tl_process;
-  const int saved_errno = errno;  // the interrupted code may be about to read it
+  // Thread-local state the interrupted code may be in the middle of using,
+  // which other processes of this thread could change meanwhile: errno
+  // (between a system call and its check) and libstdc++'s call_once state
+  // (set before pthread_once, read by the callback: std::promise uses it).
+  const int saved_errno = errno;
+#if defined(__GLIBCXX__) && defined(_GLIBCXX_HAVE_TLS)
+  void* const saved_once_callable = std::__once_callable;
+  void (*const saved_once_call)() = std::__once_call;
+#endif
   preempt_off_enter(&p);
   p.preempting.store(false, std::memory_order_relaxed);
   suspend(p, suspend_reason::preempted);
@@ -1084,6 +1093,10 @@ extern "C" void ember_preempt_yield() noexcept {
   }
   std::atomic_signal_fence(std::memory_order_seq_cst);
   --p.preempt_off;
+#if defined(__GLIBCXX__) && defined(_GLIBCXX_HAVE_TLS)
+  std::__once_callable = saved_once_callable;
+  std::__once_call = saved_once_call;
+#endif
   errno = saved_errno;
 }
 

@@ -84,7 +84,14 @@
 //                 the stack and calls ember_preempt_yield; the callee-saved
 //                 ones are kept by the C calling convention and the switch.
 //   errno         saved and restored around the yield: the interrupted code
-//                 may be between a system call and reading errno.
+//                 may be between a system call and reading errno. So is
+//                 libstdc++'s call_once state (two thread-locals set before
+//                 pthread_once and read by its callback; std::promise goes
+//                 through it): another process of the thread may run a
+//                 call_once while this one is preempted inside its own.
+//                 Other thread-locals are the program's: they belong to the
+//                 thread, so every process of the thread shares them, and a
+//                 preempted process may find one changed when it resumes.
 //   TLS           the compiler may keep a thread-local's address in a register
 //                 anywhere, so a preempted process is pinned: it goes to its
 //                 scheduler's owner-only pinned queue, is never stolen, and
