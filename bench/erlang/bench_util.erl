@@ -3,7 +3,7 @@
 %%   erl +P 4000000 -noshell -pa <dir> -s wN main [Size ...]
 -module(bench_util).
 -export([arg/3, watchdog/1, rss_bytes/0, now_ns/0, wait_process_count/1, fail/2, finish/0,
-         hist_bucket/1, hist_quantile_ns/3]).
+         hist_bucket/1, hist_quantile_ns/3, ponger/1]).
 
 %% The I-th argument (atoms, as -s passes them) as an integer, or Default.
 arg(Args, I, _Default) when length(Args) >= I ->
@@ -74,4 +74,17 @@ walk([C | Rest], I, Seen, Rank) ->
     case Seen + C >= Rank of
         true -> midpoint(I);
         false -> walk(Rest, I + 1, Seen + C, Rank)
+    end.
+
+%% The ponger of W6 and W7: answers {ping, From} with pong until stop, then
+%% sends Driver {ponger_done, Answered}.
+ponger(Driver) -> ponger(Driver, 0).
+
+ponger(Driver, Answered) ->
+    receive
+        {ping, From} ->
+            From ! pong,
+            ponger(Driver, Answered + 1);
+        stop ->
+            Driver ! {ponger_done, Answered}
     end.

@@ -111,7 +111,7 @@ steps(I, X) -> steps(I - 1, (X * 31 + 7) band ?MASK).
 
 pinger(Driver, Flags, Hist) ->
     Me = self(),
-    Ponger = spawn(fun() -> ponger(Driver, 0) end),
+    Ponger = spawn(fun() -> bench_util:ponger(Driver) end),
     wait_hog(Flags),
     {N, Max, Stalls} = ping_loop(Ponger, Me, Flags, Hist, 0, 0, 0),
     Ponger ! stop,
@@ -137,14 +137,5 @@ ping_loop(Ponger, Me, Flags, Hist, N, Max, Stalls) ->
             ping_loop(Ponger, Me, Flags, Hist, N + 1, max(Max, D), Stalls1);
         _ ->
             {N, Max, Stalls}
-    end.
-
-ponger(Driver, Answered) ->
-    receive
-        {ping, From} ->
-            From ! pong,
-            ponger(Driver, Answered + 1);
-        stop ->
-            Driver ! {ponger_done, Answered}
     end.
 

@@ -93,7 +93,7 @@ phase(WithGarbage, Seconds, Target) ->
 
 pinger(Driver, Hist, Seconds) ->
     Me = self(),
-    Ponger = spawn(fun() -> ponger(Driver, 0) end),
+    Ponger = spawn(fun() -> bench_util:ponger(Driver) end),
     Deadline = bench_util:now_ns() + Seconds * 1000000000,
     {N, Max} = ping_loop(Ponger, Me, Hist, Deadline, 0, 0),
     Ponger ! stop,
@@ -110,15 +110,6 @@ ping_loop(Ponger, Me, Hist, Deadline, N, Max) ->
     case T1 >= Deadline of
         true -> {N + 1, Max1};
         false -> ping_loop(Ponger, Me, Hist, Deadline, N + 1, Max1)
-    end.
-
-ponger(Driver, Answered) ->
-    receive
-        {ping, From} ->
-            From ! pong,
-            ponger(Driver, Answered + 1);
-        stop ->
-            Driver ! {ponger_done, Answered}
     end.
 
 quantile_us(#{n := N, counts := Counts}, Q) ->
