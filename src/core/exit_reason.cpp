@@ -4,6 +4,8 @@
 #include <cxxabi.h>
 
 #include <cstdlib>
+#include <string_view>
+#include <utility>
 #include <ostream>
 
 #include "core/heap.hpp"
@@ -64,6 +66,7 @@ std::string exit_reason::to_string() const {
     case kind::heap_limit: return "heap_limit: " + std::string(text());
     case kind::stack_overflow: return "stack_overflow: " + std::string(text());
     case kind::fault: return "fault: " + std::string(text());
+    case kind::timeout: return "timeout";
     case kind::user: return std::string(text());
   }
   return "?";
@@ -81,6 +84,15 @@ std::string demangle(const std::type_info& t) {
   char* name = abi::__cxa_demangle(t.name(), nullptr, nullptr, &status);
   std::string out = (status == 0 && name) ? name : t.name();
   std::free(name);
+  // Spell the standard strings as people write them.
+  static const std::pair<std::string_view, std::string_view> short_names[] = {
+      {"std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >", "std::string"},
+      {"std::__cxx11::", "std::"},
+  };
+  for (auto [from, to] : short_names) {
+    for (std::size_t at = out.find(from); at != std::string::npos; at = out.find(from, at + to.size()))
+      out.replace(at, from.size(), to);
+  }
   return out;
 }
 }  // namespace detail

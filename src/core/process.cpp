@@ -36,6 +36,7 @@
 #include "ember/core/preempt.hpp"
 #include "ember/core/process.hpp"
 #include "ember/core/receive.hpp"
+#include "ember/core/request.hpp"
 #include "ember/core/spawn.hpp"
 
 namespace ember::detail {
@@ -223,7 +224,11 @@ bool apply_relation_signal(process& p, const signal_envelope& s) {
 void absorb_for_exit(process& p, envelope* e) noexcept {
   while (e) {
     envelope* next = e->next;
-    if (e->signal != sig_none) apply_relation_signal(p, *static_cast<signal_envelope*>(e));
+    if (e->signal != sig_none) {
+      apply_relation_signal(p, *static_cast<signal_envelope*>(e));
+    } else if (e->flavor == flavor_call) {
+      p.relations().monitored_by.emplace_back(monitor_ref{e->alias}, e->caller);
+    }
     e->destroy(e);
     e = next;
   }
@@ -241,7 +246,12 @@ void apply_signal(node& n, process& p, signal_envelope* s) {
         p.mbox.append(make_envelope(down{sig.ref, sig.from, std::move(sig.reason)}));
       return;
     case sig_timeout:
-      if (p.awaiting_timeout && sig.seq == p.receive_seq) p.timed_out = true;
+      if (sig.seq == p.receive_seq) {
+        p.receive_timer = 0;
+        // Armed for this receive's deadline: it has passed. Armed for an
+        // earlier one (a receive before): the receive arms another.
+        if (p.awaiting_timeout && p.receive_timer_due >= p.receive_deadline) p.timed_out = true;
+      }
       return;
     case sig_exit: {
       if (sig.linked) {
@@ -280,6 +290,13 @@ envelope* materialize(envelope* e) noexcept {
 
 enum class on_exit_signal : std::uint8_t { unwind, report };
 
+bool alias_active(const process& p, std::uint64_t alias) noexcept {
+  if (!p.rel) return false;
+  for (std::uint64_t a : p.rel->aliases)
+    if (a == alias) return true;
+  return false;
+}
+
 // Moves what arrived into the private queue, applying signals. Returns true
 // if anything arrived. A signal that ends the process either throws
 // exit_unwind (user frames are on the stack: unwind them) or, for a handler
@@ -312,6 +329,17 @@ bool drain_slow(node& n, process& p, on_exit_signal mode = on_exit_signal::unwin
     if (e->to_generation != generation) {
       e->destroy(e);  // sent to an earlier process of this slot
     } else if (e->signal == sig_none) {
+      if (e->flavor >= flavor_call) {
+        if (e->flavor == flavor_call) {
+          // A call monitors its server from the moment it arrives (see
+          // request_send): the caller hears of this process's exit.
+          p.relations().monitored_by.emplace_back(monitor_ref{e->alias}, e->caller);
+        } else if (e->flavor == flavor_reply && !alias_active(p, e->alias)) {
+          e->destroy(e);  // a late reply: its call has ended
+          e = next;
+          continue;
+        }
+      }
       // A message built in transit (global heap) is copied into this
       // process's heap now, while its heap is current.
       if (e->materialize) e = materialize(e);
@@ -424,6 +452,7 @@ enum class turn_outcome : std::uint8_t { idle, exited };
 // until the mailbox is empty.
 turn_outcome run_handler_turn(node& n, process& p) {
   exit_reason reason;
+  bool ended_itself = false;  // stop(), an exception, exit(reason) on itself: terminate runs
   try {
     if (!p.started) {
       p.started = true;
@@ -467,8 +496,24 @@ turn_outcome run_handler_turn(node& n, process& p) {
       charge(n, p, 1);
     }
     if (p.rel) reason = p.rel->pending_exit;  // stop(reason) or an exit signal
+    ended_itself = p.stop_requested;
   } catch (...) {
     reason = reason_of_current_exception();
+    ended_itself = !dying(p) || p.rel->exit_self;
+  }
+  if (ended_itself && p.body->has_terminate) {
+    // terminate may call the runtime (a supervisor stops its children
+    // there): exit(reason) on itself must not end it at the first call.
+    if (p.rel) p.rel->dying = p.rel->exit_self = false;
+    try {
+      user_code user(p);
+      p.body->terminate(reason);
+    } catch (...) {
+      // As gen_server: a terminate that fails replaces the reason; an exit
+      // signal that arrives meanwhile ends it with the signal's reason.
+      exit_reason failed = reason_of_current_exception();
+      reason = dying(p) ? p.rel->pending_exit : std::move(failed);
+    }
   }
   do_exit(n, p, std::move(reason));
   return turn_outcome::exited;
@@ -514,6 +559,8 @@ void finalize(node& n, process* p) noexcept {
     } else if (e->signal == sig_monitor) {
       auto* s = static_cast<signal_envelope*>(e);
       deliver(n, s->s.from, make_signal(sig_down, {me, s->s.ref, exit_reason::noproc(), false, 0}));
+    } else if (e->signal == sig_none && e->flavor == flavor_call) {
+      deliver(n, e->caller, make_signal(sig_down, {me, monitor_ref{e->alias}, exit_reason::noproc(), false, 0}));
     }
     e->destroy(e);
     e = next;
@@ -525,6 +572,7 @@ void finalize(node& n, process* p) noexcept {
   p->stop_requested = false;
   p->timed_out = false;
   p->awaiting_timeout = false;
+  p->receive_timer = 0;
   p->reductions = 0;
   p->reductions_done.store(0, std::memory_order_relaxed);
   p->heap_limit = 0;
@@ -689,11 +737,12 @@ spawned spawn_body(node* n, process_body* body, const spawn_options& opts, spawn
     p->preemptible = opts.preemptible;
     pid child = nd.table.pid_of(p);
     out = spawned{child, {}};
-    if (mode == spawn_link_mode::link) {
+    if (mode == spawn_link_mode::link || mode == spawn_link_mode::link_monitor) {
       pid me = self_pid(nd, *parent);
       p->relations().links.push_back(me);
       parent->relations().links.push_back(child);
-    } else if (mode == spawn_link_mode::monitor) {
+    }
+    if (mode == spawn_link_mode::monitor || mode == spawn_link_mode::link_monitor) {
       pid me = self_pid(nd, *parent);
       out.ref = monitor_ref{nd.next_ref.fetch_add(1, std::memory_order_relaxed)};
       p->relations().monitored_by.emplace_back(out.ref, me);
@@ -726,17 +775,14 @@ receive_outcome receive_match(match_fn match, std::int64_t timeout_ns) {
   if (!p.mbox.first || (++p.receive_tick & 63) == 0) drain(n, p);
   envelope* prev = nullptr;
   envelope* cur = p.mbox.first;
-  std::uint64_t timer = 0;
+  bool deadline_set = false;
   p.timed_out = false;
   for (;;) {
     for (; cur; prev = cur, cur = cur->next) {
       int index = match.fn(match.ctx, cur);
       if (index >= 0) {
         p.mbox.unlink(prev, cur);
-        if (timer) {
-          n.cancel_timer(timer);
-          p.awaiting_timeout = false;
-        }
+        p.awaiting_timeout = false;  // the timer stays armed for a later receive
         return {cur, index};
       }
     }
@@ -749,11 +795,24 @@ receive_outcome receive_match(match_fn match, std::int64_t timeout_ns) {
       p.timed_out = false;
       return {nullptr, -1};
     }
-    if (timeout_ns > 0 && !timer) {
-      ++p.receive_seq;
-      p.awaiting_timeout = true;
-      timer = n.arm_timer(std::chrono::nanoseconds(timeout_ns), self_pid(n, p),
-                          make_signal(sig_timeout, {{}, {}, {}, false, p.receive_seq}));
+    if (timeout_ns > 0) {
+      std::int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::chrono::steady_clock::now().time_since_epoch()).count();
+      if (!deadline_set) {
+        deadline_set = true;
+        p.receive_deadline = timeout_ns > INT64_MAX - now ? INT64_MAX : now + timeout_ns;
+        p.awaiting_timeout = true;
+      }
+      // Keep a timer that fires no later than the deadline (its signal
+      // wakes us to arm the rest); replace one that fires later.
+      if (!p.receive_timer || p.receive_timer_due > p.receive_deadline) {
+        if (p.receive_timer) n.cancel_timer(p.receive_timer);
+        ++p.receive_seq;
+        p.receive_timer_due = p.receive_deadline;
+        p.receive_timer = n.arm_timer(std::chrono::nanoseconds(std::max<std::int64_t>(0, p.receive_deadline - now)),
+                                      self_pid(n, p),
+                                      make_signal(sig_timeout, {{}, {}, {}, false, p.receive_seq}));
+      }
     }
     suspend(p, suspend_reason::wait);
     if (drain(n, p)) cur = prev ? prev->next : p.mbox.first;
@@ -791,6 +850,121 @@ void send_envelope(node* n, std::string_view name, envelope* e) {
   send_envelope(n, to, e);
 }
 
+monitor_ref request_send(pid server, envelope* request) {
+  std::unique_ptr<envelope, envelope_deleter> owned(request);
+  process& p = self_or_throw("call");
+  runtime_call in_runtime(&p);
+  node& n = *current_node();
+  monitor_ref ref{n.next_ref.fetch_add(1, std::memory_order_relaxed)};
+  auto& rel = p.relations();
+  rel.aliases.push_back(ref.id);
+  process* t = n.table.acquire(server);
+  if (!t) {
+    p.mbox.append(make_envelope(down{ref, server, exit_reason::noproc()}));
+  } else {
+    // One envelope is the request and the monitor request: the server
+    // registers the monitor when it takes the request in (drain_slow), its
+    // exit path does if the request is still queued, and finalize()
+    // answers noproc if it never ran again. A reference is held for the
+    // push, as for monitor(), so that one of the three always sees it.
+    rel.monitors.emplace_back(ref, server);
+    request->flavor = flavor_call;
+    request->caller = self_pid(n, p);
+    request->alias = ref.id;
+    push_referenced(n, t, server, owned.release());
+    release_ref(n, t);
+  }
+  charge(n, p, 1);
+  return ref;
+}
+
+namespace {
+void end_alias(process& p, std::uint64_t alias) noexcept {
+  if (!p.rel) return;
+  erase_first(p.rel->aliases, alias);
+}
+}  // namespace
+
+request_outcome request_wait(monitor_ref alias, std::int64_t timeout_ns) {
+  struct ctx_t {
+    std::uint64_t alias;
+  } ctx{alias.id};
+  match_fn match{[](void* c, envelope* e) -> int {
+                   std::uint64_t a = static_cast<ctx_t*>(c)->alias;
+                   if (e->alias == a && e->flavor == flavor_reply) return 0;
+                   if (e->key == key_of<down>() && static_cast<value_envelope<down>*>(e)->value.ref.id == a)
+                     return 1;
+                   return -1;
+                 },
+                 &ctx};
+  process& p = self_or_throw("call");
+  receive_outcome got;
+  try {
+    got = receive_match(match, timeout_ns);
+  } catch (...) {
+    // Ended while waiting (an exit signal): the exit path drops the monitor.
+    end_alias(p, alias.id);
+    throw;
+  }
+  runtime_call in_runtime(&p);
+  end_alias(p, alias.id);
+  if (got.index == 1) {
+    std::unique_ptr<envelope, envelope_deleter> d(got.env);
+    return {request_status::down, nullptr, std::move(static_cast<value_envelope<down>*>(got.env)->value.reason)};
+  }
+  node& n = *current_node();
+  pid server;
+  // A reply with no caller set came from the server itself, which ended
+  // its side of the monitor when it replied: no demonitor to send.
+  bool server_side_open = !(got.env && got.env->caller == pid{});
+  if (p.rel && erase_ref(p.rel->monitors, alias, &server) && server_side_open)
+    deliver(n, server, make_signal(sig_demonitor, {self_pid(n, p), alias, {}, false, 0}));
+  if (server_side_open) {
+    // A down may have arrived before the monitor went (a deferred reply
+    // from another process, or a timeout): flush it.
+    drain(n, p);
+    envelope* prev = nullptr;
+    for (envelope* e = p.mbox.first; e;) {
+      envelope* next = e->next;
+      if (e->key == key_of<down>() && static_cast<value_envelope<down>*>(e)->value.ref == alias) {
+        p.mbox.unlink(prev, e);
+        e->destroy(e);
+        break;
+      }
+      prev = e;
+      e = next;
+    }
+  }
+  if (!got.env) return {request_status::timeout, nullptr, exit_reason::timeout()};
+  return {request_status::replied, got.env, {}};
+}
+
+void reply_send(pid caller, std::uint64_t alias, envelope* reply) {
+  std::unique_ptr<envelope, envelope_deleter> owned(reply);
+  process& p = self_or_throw("reply");
+  runtime_call in_runtime(&p);
+  node& n = *current_node();
+  reply->flavor = flavor_reply;
+  reply->alias = alias;
+  // The server answering its own call ends its side of the call's monitor
+  // here and says so by leaving `caller` unset; the caller then sends no
+  // demonitor (one envelope each way per call).
+  reply->caller = self_pid(n, p);
+  if (p.rel) {
+    auto& by = p.rel->monitored_by;
+    for (std::size_t i = by.size(); i-- > 0;) {
+      if (by[i].first.id == alias && by[i].second == caller) {
+        by[i] = by.back();
+        by.pop_back();
+        reply->caller = pid{};
+        break;
+      }
+    }
+  }
+  deliver(n, caller, owned.release());
+  charge(n, p, 1);
+}
+
 }  // namespace ember::detail
 
 namespace ember {
@@ -798,6 +972,16 @@ namespace ember {
 using namespace detail;
 
 bool in_process() noexcept { return current_process() != nullptr; }
+
+bool detail::stop_requested() noexcept {
+  process* p = current_process();
+  return p && p->stop_requested;
+}
+
+process_body* detail::current_body() noexcept {
+  process* p = current_process();
+  return p ? p->body : nullptr;
+}
 
 pid self() {
   process& p = self_or_throw("self");
@@ -901,6 +1085,7 @@ void exit(pid target, exit_reason reason) {
 void exit(exit_reason reason) {
   process& p = self_or_throw("exit");
   runtime_call in_runtime(&p);
+  if (!dying(p)) p.relations().exit_self = true;
   die(p, std::move(reason));
 }
 

@@ -82,8 +82,12 @@ struct process_relations {
   std::vector<std::pair<monitor_ref, pid>> monitors;      // monitors I hold
   std::vector<std::pair<monitor_ref, pid>> monitored_by;  // who watches me
   std::string name;                                       // registered name
+  // Aliases of the calls this process waits for (monitor refs): a reply
+  // whose alias is not here is dropped on arrival (a late reply).
+  std::vector<std::uint64_t> aliases;
   exit_reason pending_exit;                               // set once dying
   bool dying = false;
+  bool exit_self = false;  // the process called exit(reason) on itself
 };
 
 struct process {
@@ -107,7 +111,15 @@ struct process {
   // Spent in earlier turns: the owner adds each turn's when it switches
   // out (relaxed); process_info reads it from anywhere.
   std::atomic<std::uint64_t> reductions_done{0};
-  std::uint32_t receive_seq = 0;  // names the current receive's timeout
+  // Receive timeouts. The receive timer outlives the receive that armed
+  // it: a later receive whose deadline is not earlier keeps it, and when it
+  // fires for an earlier deadline the waiting receive arms another. So a
+  // process making calls with the default 5 s timeout arms about one timer
+  // per 5 s, not one per call (see receive_match).
+  std::uint32_t receive_seq = 0;       // names the armed timer's signal
+  std::uint64_t receive_timer = 0;     // the armed timer (0: none)
+  std::int64_t receive_timer_due = 0;  // when it fires, steady clock ns
+  std::int64_t receive_deadline = 0;   // the waiting receive's deadline
   std::size_t stack_request = 0;  // spawn option
   // Made by its first allocation, reclaimed at exit. Written by the thread
   // running the process; read by process_info from anywhere (relaxed).

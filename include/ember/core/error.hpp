@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "ember/core/exit_reason.hpp"
+
 namespace ember {
 
 enum class errc : std::uint8_t {
@@ -17,6 +19,11 @@ enum class errc : std::uint8_t {
   invalid_argument,   // bad configuration or argument
   bad_message_type,   // message::get<T> on a message of another type
   runtime_stopped,    // the runtime is shut down
+  call_failed,        // a gen_server call or stop: the server exited, never existed or timed out
+  start_failed,       // starting a gen_server or supervisor child: init failed or timed out
+  not_found,          // supervisor: no child with that id (or pid)
+  already_present,    // supervisor: a child with that id exists
+  running,            // supervisor: the child is running (terminate it first)
 };
 
 class error : public std::runtime_error {
@@ -26,6 +33,22 @@ class error : public std::runtime_error {
 
  private:
   errc code_;
+};
+
+// An operation that depended on another process failed because that
+// process exited, did not exist, or did not answer in time. reason() says
+// which, as a value to match on: noproc, timeout, or the process's own exit
+// reason. Thrown by gen_server::call / stop / start and the supervisor API;
+// uncaught, it ends the calling process (as a failed call exits the caller
+// in Erlang).
+class exit_error : public error {
+ public:
+  exit_error(errc code, const std::string& what, exit_reason reason)
+      : error(code, what), reason_(std::move(reason)) {}
+  const exit_reason& reason() const noexcept { return reason_; }
+
+ private:
+  exit_reason reason_;
 };
 
 }  // namespace ember

@@ -27,6 +27,7 @@ class exit_reason {
     heap_limit,    // the process's heap passed its max_heap_bytes
     stack_overflow,  // the process ran off the end of its stack
     fault,         // a synchronous fault (SIGSEGV, SIGFPE...) in the process, isolated
+    timeout,       // a call (or start, or stop) got no answer in time
     user,          // any other reason, given by the user
   };
 
@@ -46,6 +47,7 @@ class exit_reason {
   static exit_reason killed() noexcept { return exit_reason(kind::killed); }
   static exit_reason noproc() noexcept { return exit_reason(kind::noproc); }
   static exit_reason noconnection() noexcept { return exit_reason(kind::noconnection); }
+  static exit_reason timeout() noexcept { return exit_reason(kind::timeout); }
   static exit_reason exception(std::string type_name, std::string what);
   static exit_reason system_limit(std::string what);
   static exit_reason heap_limit(std::string what);

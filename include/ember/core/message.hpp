@@ -68,8 +68,23 @@ struct envelope {
   // copyable): copies it into the receiving process's heap, frees itself
   // and returns the copy. nullptr: nothing to copy.
   envelope* (*materialize)(envelope*) = nullptr;
+  // Request/reply traffic (gen_server, otp/): a call carries its caller and
+  // the call's alias; a reply carries the alias and is dropped on arrival
+  // unless its receiver still waits for it (process.cpp, drain).
+  std::uint64_t alias = 0;
+  pid caller{};
   unsigned char signal = 0;  // 0: a user message; else a runtime signal kind
+  unsigned char flavor = 0;  // message_flavor: what a user message is to gen_server
   std::uint32_t to_generation = 0;  // the receiver's pid generation, checked on arrival
+};
+
+// What a user message is, for OTP behaviours.
+enum message_flavor : unsigned char {
+  flavor_plain = 0,  // an ordinary send: handle_info
+  flavor_call,       // a gen_server call: caller and alias set
+  flavor_cast,       // a gen_server cast
+  flavor_reply,      // the answer to a call: alias set
+  flavor_system,     // a behaviour's own control message (stop, ...)
 };
 
 // Message values are copied into the receiver's heap: a type qualifies if it
@@ -112,6 +127,9 @@ struct value_envelope final : envelope {
       throw;
     }
     to->to_generation = from->to_generation;
+    to->alias = from->alias;
+    to->caller = from->caller;
+    to->flavor = from->flavor;
     delete from;
     return to;
   }

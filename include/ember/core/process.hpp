@@ -23,6 +23,14 @@ void send_envelope(node* n, pid to, envelope* e);
 void send_envelope(node* n, std::string_view name, envelope* e);
 }  // namespace detail
 
+namespace detail {
+struct process_body;
+// What the calling process runs (its spawn body); nullptr outside processes.
+process_body* current_body() noexcept;
+// True once the calling handler process has called stop().
+bool stop_requested() noexcept;
+}  // namespace detail
+
 // True when the calling code runs inside an ember process.
 bool in_process() noexcept;
 

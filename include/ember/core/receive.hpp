@@ -243,4 +243,42 @@ auto receive(H... clauses) {
   return detail::invoke_index<R>(all, out.index, out.env, seq{});
 }
 
+namespace detail {
+template <class H>
+bool dispatch_clause(message& m, H& h) {
+  using T = clause_traits<H>;
+  using V = typename T::value;
+  auto& fn = [&]() -> auto& {
+    if constexpr (T::guarded) return h.fn; else return h;
+  }();
+  if constexpr (std::is_same_v<V, message>) {
+    fn(m);
+    return true;
+  } else {
+    V* v = m.get_if<V>();
+    if (!v) return false;
+    if constexpr (T::guarded) {
+      if (!static_cast<bool>(h.guard(std::as_const(*v)))) return false;
+    }
+    constexpr bool by_lvalue = std::is_lvalue_reference_v<typename T::arg> &&
+                               !std::is_const_v<std::remove_reference_t<typename T::arg>>;
+    if constexpr (by_lvalue) fn(*v); else fn(std::move(*v));
+    return true;
+  }
+}
+}  // namespace detail
+
+// The clauses of receive applied to a message already in hand (a handler's,
+// a gen_server callback's): runs the first clause that accepts it (by type,
+// when(guard, fn), or message& for anything). Throws error(bad_message_type)
+// if none does, so a server given a request it has no clause for crashes
+// with a reason that names the type (as Erlang's function_clause).
+template <class... H>
+void dispatch(message& m, H&&... clauses) {
+  static_assert(sizeof...(H) > 0, "ember::dispatch needs at least one clause");
+  bool done = false;
+  (void)((done = detail::dispatch_clause(m, clauses)) || ...);
+  if (!done) throw error(errc::bad_message_type, "dispatch: no clause takes a message of type " + m.type_name());
+}
+
 }  // namespace ember

@@ -44,8 +44,13 @@ struct process_body {
   virtual void run() {}
   virtual void init() {}
   virtual void handle(envelope* e) { (void)e; }
+  // A handler process ending by stop(), by an exception from init or
+  // handle, or by exit(reason) on itself (not by an exit signal: as
+  // gen_server's terminate) calls this before its links and monitors fire.
+  virtual void terminate(const exit_reason& reason) { (void)reason; }
   bool is_handler = false;
   bool has_init = false;
+  bool has_terminate = false;
 };
 
 template <class F>
@@ -71,7 +76,7 @@ struct handler_body final : process_body {
   }
 };
 
-enum class spawn_link_mode : unsigned char { none, link, monitor };
+enum class spawn_link_mode : unsigned char { none, link, monitor, link_monitor };
 struct spawned {
   pid id;
   monitor_ref ref;
