@@ -17,3 +17,4 @@
 #include "ember/otp/gen_server.hpp"
 #include "ember/otp/registry.hpp"
 #include "ember/otp/supervisor.hpp"
+#include "ember/otp/application.hpp"

@@ -1,7 +1,50 @@
-// gen_server's behaviour side: starting (init acknowledged to the starter),
-// the messages a server handles itself (stop, its parent's exit, idle
-// timeouts), and the errors of call and stop. The call itself is the
-// runtime's request/reply with aliases (core/request.hpp, process.cpp).
+// gen_server: how a call works, and the behaviour's own messages.
+//
+// A server is a handler process (core/spawn.hpp) whose body, server_body<S>
+// (otp/gen_server.hpp), sorts each message by its envelope's flavor: call
+// -> handle_call, cast -> handle_cast, system -> the behaviour (stop), the
+// rest -> handle_info. An idle server holds no stack: its control block,
+// its body (the state S inline) and its mailbox, about 400 bytes.
+//
+// The call protocol (runtime side in core/process.cpp: request_send,
+// request_wait, reply_send; see core/request.hpp):
+//   caller                                 server
+//   request_send: new ref R; R becomes an
+//     alias (p.rel->aliases) and a monitor
+//     of the server (p.rel->monitors); ONE
+//     envelope {flavor call, caller, R} is
+//     pushed, holding a reference on the
+//     server so it cannot be missed  ---->  drain: registers monitored_by(R)
+//                                          handle_call(request, from{caller,R})
+//                                          reply_send: finds monitored_by(R),
+//                                            removes it, marks the reply
+//                                            "monitor closed"  (caller = null)
+//   drain: a reply whose alias is not  <---- ONE envelope {flavor reply, R}
+//     active is dropped (a late reply)
+//   request_wait: takes the reply (or a
+//     down for R); ends the alias; erases
+//     its monitor, and sends a demonitor
+//     only if the server did not close it
+// So a call costs two envelopes, as a bare send and reply do, where OTP's
+// (monitor, request, reply, demonitor) costs four signals. A server that
+// dies with the request queued answers it in its exit path (the call counts
+// as a monitor there); one that is already dead when the request lands
+// answers it from finalize() with noproc. A deferred reply (from another
+// process, or later) is not marked: the caller then demonitors as usual.
+// Timeouts: the receive timer outlives the receive that armed it (process.cpp,
+// receive_match), so a client calling with the default 5 s timeout arms one
+// timer per 5 s, not one per call (the timer service is a mutex and a set).
+//
+// Errors are exceptions (ember::exit_error, one type for call, start and
+// stop), chosen over an expected-like value because a failed call in OTP
+// exits the caller: an uncaught exit_error does the same here, and code that
+// can handle the failure catches it where it can.
+//
+// Starting: a server with an init or a name is spawned monitored (and
+// linked, for start_link); its init registers the name, runs S::init and
+// sends server_ack; the starter waits for the ack or the down (whose reason
+// is the failure) or the init timeout (then kills it). A server with neither
+// is just spawned: nothing can fail after spawn returns.
 #include "ember/otp/gen_server.hpp"
 
 #include <atomic>
