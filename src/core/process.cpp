@@ -208,10 +208,10 @@ bool apply_relation_signal(process& p, const signal_envelope& s) {
       if (p.rel) erase_first(p.rel->links, s.s.from);
       return true;
     case sig_monitor:
-      p.relations().monitored_by.emplace_back(s.s.ref, s.s.from);
+      p.relations().monitored_by.add(s.s.ref, s.s.from);
       return true;
     case sig_demonitor:
-      if (p.rel) erase_ref(p.rel->monitored_by, s.s.ref);
+      if (p.rel) p.rel->monitored_by.remove(s.s.ref);
       return true;
     default:
       return false;
@@ -227,7 +227,7 @@ void absorb_for_exit(process& p, envelope* e) noexcept {
     if (e->signal != sig_none) {
       apply_relation_signal(p, *static_cast<signal_envelope*>(e));
     } else if (e->flavor == flavor_call) {
-      p.relations().monitored_by.emplace_back(monitor_ref{e->alias}, e->caller);
+      p.relations().monitored_by.add(monitor_ref{e->alias}, e->caller);
     }
     e->destroy(e);
     e = next;
@@ -333,7 +333,7 @@ bool drain_slow(node& n, process& p, on_exit_signal mode = on_exit_signal::unwin
         if (e->flavor == flavor_call) {
           // A call monitors its server from the moment it arrives (see
           // request_send): the caller hears of this process's exit.
-          p.relations().monitored_by.emplace_back(monitor_ref{e->alias}, e->caller);
+          p.relations().monitored_by.add(monitor_ref{e->alias}, e->caller);
         } else if (e->flavor == flavor_reply && !alias_active(p, e->alias)) {
           e->destroy(e);  // a late reply: its call has ended
           e = next;
@@ -404,8 +404,9 @@ void do_exit(node& n, process& p, exit_reason reason) noexcept {
   if (p.rel) {
     for (pid l : p.rel->links)
       deliver(n, l, make_signal(sig_exit, {me, {}, reason, true, 0}));
-    for (auto& [ref, watcher] : p.rel->monitored_by)
+    p.rel->monitored_by.for_each([&](monitor_ref ref, pid watcher) {
       deliver(n, watcher, make_signal(sig_down, {me, ref, reason, false, 0}));
+    });
     for (auto& [ref, target] : p.rel->monitors)
       deliver(n, target, make_signal(sig_demonitor, {me, ref, {}, false, 0}));
     delete p.rel;
@@ -745,7 +746,7 @@ spawned spawn_body(node* n, process_body* body, const spawn_options& opts, spawn
     if (mode == spawn_link_mode::monitor || mode == spawn_link_mode::link_monitor) {
       pid me = self_pid(nd, *parent);
       out.ref = monitor_ref{nd.next_ref.fetch_add(1, std::memory_order_relaxed)};
-      p->relations().monitored_by.emplace_back(out.ref, me);
+      p->relations().monitored_by.add(out.ref, me);
       parent->relations().monitors.emplace_back(out.ref, child);
     }
   }
@@ -950,17 +951,7 @@ void reply_send(pid caller, std::uint64_t alias, envelope* reply) {
   // here and says so by leaving `caller` unset; the caller then sends no
   // demonitor (one envelope each way per call).
   reply->caller = self_pid(n, p);
-  if (p.rel) {
-    auto& by = p.rel->monitored_by;
-    for (std::size_t i = by.size(); i-- > 0;) {
-      if (by[i].first.id == alias && by[i].second == caller) {
-        by[i] = by.back();
-        by.pop_back();
-        reply->caller = pid{};
-        break;
-      }
-    }
-  }
+  if (p.rel && p.rel->monitored_by.remove(monitor_ref{alias})) reply->caller = pid{};
   deliver(n, caller, owned.release());
   charge(n, p, 1);
 }

@@ -75,12 +75,55 @@ enum class suspend_reason : std::uint8_t {
               // this scheduler until it yields normally (see preempt.cpp)
 };
 
+// Who monitors a process. A server's calls add their monitors as they
+// arrive and its replies remove them, mostly in the same order (the oldest
+// call is answered first), so a removal leaves a hole and scans start at the
+// first live entry: removing the oldest is O(1). Holes are compacted away
+// once they outnumber the live entries.
+class watcher_list {
+ public:
+  using entry = std::pair<monitor_ref, pid>;
+  void add(monitor_ref ref, pid who) { v_.emplace_back(ref, who); }
+  // Removes the monitor `ref`; false if it is not here.
+  bool remove(monitor_ref ref) noexcept {
+    for (std::size_t i = first_; i < v_.size(); ++i) {
+      if (v_[i].first == ref) {
+        make_hole(i);
+        return true;
+      }
+    }
+    return false;
+  }
+  template <class F>
+  void for_each(F f) const {
+    for (std::size_t i = first_; i < v_.size(); ++i)
+      if (v_[i].first) f(v_[i].first, v_[i].second);
+  }
+
+ private:
+  void make_hole(std::size_t i) noexcept {
+    v_[i].first = {};
+    ++holes_;
+    while (first_ < v_.size() && !v_[first_].first) ++first_;
+    if (first_ == v_.size()) {
+      v_.clear();
+      first_ = holes_ = 0;
+    } else if (holes_ > 16 && holes_ * 2 > v_.size()) {
+      std::erase_if(v_, [](const entry& e) { return !e.first; });
+      first_ = holes_ = 0;
+    }
+  }
+  std::vector<entry> v_;
+  std::size_t first_ = 0;  // entries before it are holes
+  std::size_t holes_ = 0;
+};
+
 // Links and monitors; allocated on first use. Touched only by the process
 // itself (signals are applied by the process when it drains its mailbox).
 struct process_relations {
   std::vector<pid> links;
   std::vector<std::pair<monitor_ref, pid>> monitors;      // monitors I hold
-  std::vector<std::pair<monitor_ref, pid>> monitored_by;  // who watches me
+  watcher_list monitored_by;                              // who watches me
   std::string name;                                       // registered name
   // Aliases of the calls this process waits for (monitor refs): a reply
   // whose alias is not here is dropped on arrival (a late reply).

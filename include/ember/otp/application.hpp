@@ -26,8 +26,8 @@
 namespace ember {
 
 struct application {
-  std::string name;        // the top supervisor's registered name ("": none)
-  supervisor::spec spec;   // the top supervisor
+  std::string name{};        // the top supervisor's registered name ("": none)
+  supervisor::spec spec{};   // the top supervisor
 };
 
 class running_application {

@@ -87,12 +87,12 @@ struct timeout {};
 void idle_timeout(std::chrono::milliseconds t);
 
 struct options {
-  std::string name;                   // registered under this name ("": none)
+  std::string name{};                 // registered under this name ("": none)
   name_registry* registry = nullptr;  // with a name: register there, not locally
   // How long start waits for init (infinity: for ever); past it the server
   // is killed and start fails with timeout.
   std::chrono::milliseconds init_timeout = infinity;
-  spawn_options spawn;
+  spawn_options spawn{};
 };
 
 }  // namespace gen_server

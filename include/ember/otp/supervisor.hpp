@@ -64,11 +64,11 @@ class shutdown_policy {
 };
 
 struct child_spec {
-  std::string id;
+  std::string id{};
   // Starts the child linked to the caller (the supervisor) and returns its
   // pid; the null pid means "ignore" (nothing started). Called again for
   // every restart. Throwing (exit_error from a failed init) is a failed start.
-  std::function<pid()> start;
+  std::function<pid()> start{};
   enum restart restart = restart::permanent;
   shutdown_policy shutdown = shutdown_policy::timeout(std::chrono::milliseconds(5000));
   child_type type = child_type::worker;
@@ -81,8 +81,8 @@ struct flags {
 };
 
 struct spec {
-  struct flags flags;
-  std::vector<child_spec> children;  // started in this order
+  struct flags flags{};
+  std::vector<child_spec> children{};  // started in this order
 };
 
 // A gen_server child: gen_server::start_link<S>(args...), arguments copied.
@@ -140,8 +140,8 @@ child_counts count_children(server_ref sup);
 namespace ember::dynamic_supervisor {
 
 struct spec {
-  supervisor::flags flags;        // the strategy must be one_for_one
-  supervisor::child_spec child;   // the template every child is started from
+  supervisor::flags flags{};       // the strategy must be one_for_one
+  supervisor::child_spec child{};  // the template every child is started from
   std::size_t max_children = 0;   // 0: no limit
 };
 
