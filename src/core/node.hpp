@@ -23,10 +23,34 @@ struct node {
   process_table table;
   stack_pool stacks;
   registry names;
-  std::atomic<std::uint64_t> next_ref{1};
+  std::atomic<std::uint64_t> next_ref{1};  // refs are handed out in blocks (new_ref)
+  const std::uint64_t instance = next_instance();
   std::atomic<std::int64_t> live{0};
   std::atomic<std::uint64_t> spawned_outside{0};  // spawns by non-scheduler threads
   std::atomic<bool> stopping{false};
+
+  static std::uint64_t next_instance() noexcept {
+    static std::atomic<std::uint64_t> count{0};
+    return count.fetch_add(1, std::memory_order_relaxed) + 1;
+  }
+
+  // A reference unique for the node's life (monitors, call aliases). Each
+  // thread takes them from a block of its own: a call makes one, and one
+  // counter written by every core per call would bounce between them.
+  std::uint64_t new_ref() noexcept {
+    struct block {
+      std::uint64_t owner = 0;  // the node's instance (an address may be reused by a later node)
+      std::uint64_t next = 0, end = 0;
+    };
+    static constexpr std::uint64_t block_size = 1024;
+    static thread_local block b;
+    if (b.owner != instance || b.next == b.end) {
+      b.owner = instance;
+      b.next = next_ref.fetch_add(block_size, std::memory_order_relaxed);
+      b.end = b.next + block_size;
+    }
+    return b.next++;
+  }
 
   // p became runnable: its mailbox push saw WAITING, or it was just spawned
   // (hint: preferred scheduler or -1).

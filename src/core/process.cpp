@@ -745,7 +745,7 @@ spawned spawn_body(node* n, process_body* body, const spawn_options& opts, spawn
     }
     if (mode == spawn_link_mode::monitor || mode == spawn_link_mode::link_monitor) {
       pid me = self_pid(nd, *parent);
-      out.ref = monitor_ref{nd.next_ref.fetch_add(1, std::memory_order_relaxed)};
+      out.ref = monitor_ref{nd.new_ref()};
       p->relations().monitored_by.add(out.ref, me);
       parent->relations().monitors.emplace_back(out.ref, child);
     }
@@ -856,7 +856,7 @@ monitor_ref request_send(pid server, envelope* request) {
   process& p = self_or_throw("call");
   runtime_call in_runtime(&p);
   node& n = *current_node();
-  monitor_ref ref{n.next_ref.fetch_add(1, std::memory_order_relaxed)};
+  monitor_ref ref{n.new_ref()};
   auto& rel = p.relations();
   rel.aliases.push_back(ref.id);
   process* t = n.table.acquire(server);
@@ -1018,7 +1018,7 @@ monitor_ref monitor(pid target) {
   process& p = self_or_throw("monitor");
   runtime_call in_runtime(&p);
   node& n = *current_node();
-  monitor_ref ref{n.next_ref.fetch_add(1, std::memory_order_relaxed)};
+  monitor_ref ref{n.new_ref()};
   process* t = n.table.acquire(target);
   if (!t) {
     p.mbox.append(make_envelope(down{ref, target, exit_reason::noproc()}));
