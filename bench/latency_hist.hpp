@@ -26,6 +26,14 @@ class latency_hist {
     if (ns > max_) max_ = ns;
   }
 
+  // Adds another histogram's samples to this one (per-process histograms
+  // merged at the end, as W9's clients do).
+  void merge(const latency_hist& other) {
+    for (int i = 0; i < buckets; ++i) count_[i] += other.count_[i];
+    total_ += other.total_;
+    if (other.max_ > max_) max_ = other.max_;
+  }
+
   std::uint64_t total() const { return total_; }
   std::uint64_t max_ns() const { return max_; }
 

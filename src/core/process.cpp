@@ -183,29 +183,16 @@ void erase_first(std::vector<V>& v, const V& x) {
   }
 }
 
-bool erase_ref(std::vector<std::pair<monitor_ref, pid>>& v, monitor_ref ref, pid* who = nullptr) {
-  for (auto& e : v) {
-    if (e.first == ref) {
-      if (who) *who = e.second;
-      e = v.back();
-      v.pop_back();
-      return true;
-    }
-  }
-  return false;
-}
-
 // Link and monitor bookkeeping, the same for a live process and for the
 // exit path. Returns false for any other signal.
 bool apply_relation_signal(process& p, const signal_envelope& s) {
   switch (s.signal) {
     case sig_link: {
-      auto& links = p.relations().links;
-      if (std::find(links.begin(), links.end(), s.s.from) == links.end()) links.push_back(s.s.from);
+      p.relations().links.insert(s.s.from);
       return true;
     }
     case sig_unlink:
-      if (p.rel) erase_first(p.rel->links, s.s.from);
+      if (p.rel) p.rel->links.erase(s.s.from);
       return true;
     case sig_monitor:
       p.relations().monitored_by.add(s.s.ref, s.s.from);
@@ -242,7 +229,7 @@ void apply_signal(node& n, process& p, signal_envelope* s) {
   switch (s->signal) {
     case sig_down:
       // Only monitors still held produce a message (demonitor wins).
-      if (p.rel && erase_ref(p.rel->monitors, sig.ref))
+      if (p.rel && p.rel->monitors.remove(sig.ref))
         p.mbox.append(make_envelope(down{sig.ref, sig.from, std::move(sig.reason)}));
       return;
     case sig_timeout:
@@ -256,11 +243,7 @@ void apply_signal(node& n, process& p, signal_envelope* s) {
     case sig_exit: {
       if (sig.linked) {
         if (!p.rel) return;
-        auto& links = p.rel->links;
-        auto it = std::find(links.begin(), links.end(), sig.from);
-        if (it == links.end()) return;  // unlinked meanwhile: the signal is void
-        *it = links.back();
-        links.pop_back();
+        if (!p.rel->links.erase(sig.from)) return;  // unlinked meanwhile: the signal is void
       }
       if (sig.reason.is(exit_reason::kind::kill) && !sig.linked) return mark_dying(p, exit_reason::killed());
       if (p.trap_exit) {
@@ -402,13 +385,14 @@ void do_exit(node& n, process& p, exit_reason reason) noexcept {
   p.mbox.private_count = 0;
 
   if (p.rel) {
-    for (pid l : p.rel->links)
+    for (pid l : p.rel->links.all())
       deliver(n, l, make_signal(sig_exit, {me, {}, reason, true, 0}));
     p.rel->monitored_by.for_each([&](monitor_ref ref, pid watcher) {
       deliver(n, watcher, make_signal(sig_down, {me, ref, reason, false, 0}));
     });
-    for (auto& [ref, target] : p.rel->monitors)
+    p.rel->monitors.for_each([&](monitor_ref ref, pid target) {
       deliver(n, target, make_signal(sig_demonitor, {me, ref, {}, false, 0}));
+    });
     delete p.rel;
     p.rel = nullptr;
   }
@@ -740,14 +724,14 @@ spawned spawn_body(node* n, process_body* body, const spawn_options& opts, spawn
     out = spawned{child, {}};
     if (mode == spawn_link_mode::link || mode == spawn_link_mode::link_monitor) {
       pid me = self_pid(nd, *parent);
-      p->relations().links.push_back(me);
-      parent->relations().links.push_back(child);
+      p->relations().links.insert_new(me);
+      parent->relations().links.insert_new(child);
     }
     if (mode == spawn_link_mode::monitor || mode == spawn_link_mode::link_monitor) {
       pid me = self_pid(nd, *parent);
       out.ref = monitor_ref{nd.new_ref()};
       p->relations().monitored_by.add(out.ref, me);
-      parent->relations().monitors.emplace_back(out.ref, child);
+      parent->relations().monitors.add(out.ref, child);
     }
   }
   nd.live.fetch_add(1, std::memory_order_relaxed);
@@ -868,7 +852,7 @@ monitor_ref request_send(pid server, envelope* request) {
     // exit path does if the request is still queued, and finalize()
     // answers noproc if it never ran again. A reference is held for the
     // push, as for monitor(), so that one of the three always sees it.
-    rel.monitors.emplace_back(ref, server);
+    rel.monitors.add(ref, server);
     request->flavor = flavor_call;
     request->caller = self_pid(n, p);
     request->alias = ref.id;
@@ -918,7 +902,7 @@ request_outcome request_wait(monitor_ref alias, std::int64_t timeout_ns) {
   // A reply with no caller set came from the server itself, which ended
   // its side of the monitor when it replied: no demonitor to send.
   bool server_side_open = !(got.env && got.env->caller == pid{});
-  if (p.rel && erase_ref(p.rel->monitors, alias, &server) && server_side_open)
+  if (p.rel && p.rel->monitors.remove(alias, &server) && server_side_open)
     deliver(n, server, make_signal(sig_demonitor, {self_pid(n, p), alias, {}, false, 0}));
   if (server_side_open) {
     // A down may have arrived before the monitor went (a deferred reply
@@ -985,9 +969,7 @@ void link(pid other) {
   node& n = *current_node();
   pid me = self_pid(n, p);
   if (other == me) return;
-  auto& links = p.relations().links;
-  bool had = std::find(links.begin(), links.end(), other) != links.end();
-  if (!had) links.push_back(other);
+  bool had = !p.relations().links.insert(other);
   process* t = n.table.acquire(other);
   if (!t) {
     // As in Erlang: linking to a process that does not exist is answered by
@@ -1005,11 +987,7 @@ void unlink(pid other) {
   runtime_call in_runtime(&p);
   node& n = *current_node();
   if (!p.rel) return;
-  auto& links = p.rel->links;
-  auto it = std::find(links.begin(), links.end(), other);
-  if (it == links.end()) return;
-  *it = links.back();
-  links.pop_back();
+  if (!p.rel->links.erase(other)) return;
   deliver(n, other, make_signal(sig_unlink, {self_pid(n, p), {}, {}, false, 0}));
   charge(n, p, 1);
 }
@@ -1023,7 +1001,7 @@ monitor_ref monitor(pid target) {
   if (!t) {
     p.mbox.append(make_envelope(down{ref, target, exit_reason::noproc()}));
   } else {
-    p.relations().monitors.emplace_back(ref, target);
+    p.relations().monitors.add(ref, target);
     push_referenced(n, t, target, make_signal(sig_monitor, {self_pid(n, p), ref, {}, false, 0}));
     release_ref(n, t);
   }
@@ -1036,7 +1014,7 @@ bool demonitor(monitor_ref ref, bool flush) {
   runtime_call in_runtime(&p);
   node& n = *current_node();
   pid target;
-  bool found = p.rel && erase_ref(p.rel->monitors, ref, &target);
+  bool found = p.rel && p.rel->monitors.remove(ref, &target);
   if (found) deliver(n, target, make_signal(sig_demonitor, {self_pid(n, p), ref, {}, false, 0}));
   if (flush) {
     drain(n, p);

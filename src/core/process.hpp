@@ -35,9 +35,11 @@
 
 #include <boost/context/detail/fcontext.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "core/heap.hpp"
@@ -75,19 +77,21 @@ enum class suspend_reason : std::uint8_t {
               // this scheduler until it yields normally (see preempt.cpp)
 };
 
-// Who monitors a process. A server's calls add their monitors as they
-// arrive and its replies remove them, mostly in the same order (the oldest
-// call is answered first), so a removal leaves a hole and scans start at the
-// first live entry: removing the oldest is O(1). Holes are compacted away
-// once they outnumber the live entries.
-class watcher_list {
+// Monitors, by reference: the ones a process holds, and the ones held on
+// it. Both are mostly removed in the order they were added (a server
+// answers its oldest call first; a supervisor stopping a million children
+// hears their downs in the order it monitored them), so a removal leaves a
+// hole and scans start at the first live entry: removing the oldest is
+// O(1). Holes are compacted away once they outnumber the live entries.
+class monitor_list {
  public:
   using entry = std::pair<monitor_ref, pid>;
   void add(monitor_ref ref, pid who) { v_.emplace_back(ref, who); }
-  // Removes the monitor `ref`; false if it is not here.
-  bool remove(monitor_ref ref) noexcept {
+  // Removes the monitor `ref` (its pid to *who); false if it is not here.
+  bool remove(monitor_ref ref, pid* who = nullptr) noexcept {
     for (std::size_t i = first_; i < v_.size(); ++i) {
       if (v_[i].first == ref) {
+        if (who) *who = v_[i].second;
         make_hole(i);
         return true;
       }
@@ -118,12 +122,75 @@ class watcher_list {
   std::size_t holes_ = 0;
 };
 
+// A process's links. Most processes have a few: a vector. A supervisor
+// may have a million: past 32 links an index (pid -> position) keeps
+// insert, erase and lookup O(1).
+class link_set {
+ public:
+  link_set() = default;
+  link_set(const link_set&) = delete;
+  link_set& operator=(const link_set&) = delete;
+  ~link_set() { delete index_; }
+
+  bool contains(pid p) const {
+    if (index_) return index_->count(p) != 0;
+    return std::find(v_.begin(), v_.end(), p) != v_.end();
+  }
+  // False if p was linked already.
+  bool insert(pid p) {
+    if (contains(p)) return false;
+    v_.push_back(p);
+    if (index_) {
+      index_->emplace(p, v_.size() - 1);
+    } else if (v_.size() > 32) {
+      insert_index_all();
+    }
+    return true;
+  }
+  // Appends a pid known not to be linked yet (a child being spawned).
+  void insert_new(pid p) {
+    v_.push_back(p);
+    if (index_) index_->emplace(p, v_.size() - 1);
+    else if (v_.size() > 32) insert_index_all();
+  }
+  // False if p was not linked.
+  bool erase(pid p) {
+    std::size_t i;
+    if (index_) {
+      auto it = index_->find(p);
+      if (it == index_->end()) return false;
+      i = it->second;
+      index_->erase(it);
+    } else {
+      auto it = std::find(v_.begin(), v_.end(), p);
+      if (it == v_.end()) return false;
+      i = std::size_t(it - v_.begin());
+    }
+    if (i + 1 != v_.size()) {
+      v_[i] = v_.back();
+      if (index_) (*index_)[v_[i]] = i;
+    }
+    v_.pop_back();
+    return true;
+  }
+  const std::vector<pid>& all() const noexcept { return v_; }
+
+ private:
+  void insert_index_all() {
+    index_ = new std::unordered_map<pid, std::size_t>();
+    index_->reserve(v_.size() * 2);
+    for (std::size_t i = 0; i < v_.size(); ++i) index_->emplace(v_[i], i);
+  }
+  std::vector<pid> v_;
+  std::unordered_map<pid, std::size_t>* index_ = nullptr;
+};
+
 // Links and monitors; allocated on first use. Touched only by the process
 // itself (signals are applied by the process when it drains its mailbox).
 struct process_relations {
-  std::vector<pid> links;
-  std::vector<std::pair<monitor_ref, pid>> monitors;      // monitors I hold
-  watcher_list monitored_by;                              // who watches me
+  link_set links;
+  monitor_list monitors;                                  // monitors I hold
+  monitor_list monitored_by;                              // who watches me
   std::string name;                                       // registered name
   // Aliases of the calls this process waits for (monitor refs): a reply
   // whose alias is not here is dropped on arrival (a late reply).

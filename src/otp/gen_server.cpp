@@ -51,6 +51,7 @@
 #include <optional>
 #include <string>
 
+#include "ember/core/heap.hpp"
 #include "ember/core/process.hpp"
 #include "ember/core/receive.hpp"
 #include "ember/sched/timer.hpp"
@@ -85,11 +86,12 @@ std::string ms_text(std::chrono::milliseconds t) { return std::to_string(t.count
 }  // namespace
 
 void server_base::register_own_name() {
-  if (name.empty()) return;
+  if (!starting || starting->name.empty()) return;
+  const std::string& name = starting->name;
   pid me = self();
-  if (registry) {
-    if (registry->register_name(name, me)) return;
-    pid holder = registry->whereis_name(name);
+  if (starting->registry) {
+    if (starting->registry->register_name(name, me)) return;
+    pid holder = starting->registry->whereis_name(name);
     exit(exit_reason::user_value(holder, "already_started: '" + name + "' is " + holder.to_string()));
   }
   try {
@@ -102,7 +104,10 @@ void server_base::register_own_name() {
 }
 
 void server_base::ack_started() {
-  if (ack_tag) send(starter, server_ack{ack_tag});
+  if (!starting) return;
+  send(starting->starter, server_ack{starting->ack_tag});
+  delete starting;
+  starting = nullptr;
 }
 
 server_base::pre server_base::before_message(envelope* e) {
@@ -147,21 +152,22 @@ started_server start_server(server_base* body, const gen_server::options& opts, 
   pid me = self();
   bool wait = has_init || !opts.name.empty();
   body->parent = mode == start_mode::link ? me : pid{};
-  body->name = opts.name;
-  body->registry = opts.registry;
   body->has_init = wait;  // the behaviour's init: the name, the state's init, the ack
   body->init_done = !wait;
   spawn_link_mode how = spawn_link_mode::none;
+  std::uint64_t tag = 0;
   if (wait) {
-    body->starter = me;
-    body->ack_tag = next_ack_tag.fetch_add(1, std::memory_order_relaxed);
+    tag = next_ack_tag.fetch_add(1, std::memory_order_relaxed);
+    {
+      global_heap_scope runtime_owned;  // the server's, not this (caller's) heap
+      body->starting = new server_base::start_info{me, tag, opts.name, opts.registry};
+    }
     how = mode == start_mode::link ? spawn_link_mode::link_monitor : spawn_link_mode::monitor;
   } else if (mode == start_mode::link) {
     how = spawn_link_mode::link;
   } else if (mode == start_mode::monitor) {
     how = spawn_link_mode::monitor;
   }
-  std::uint64_t tag = body->ack_tag;
   spawned s = spawn_body(nullptr, owned.release(), opts.spawn, how);
   if (!wait) return {s.id, s.ref};
 

@@ -255,12 +255,15 @@ class supervisor_state {
     if (dynamic_children_.empty()) return;
     shutdown_policy how = template_.shutdown;
     std::unordered_map<std::uint64_t, pid> waiting;  // monitor ref -> child
+    std::unordered_map<pid, bool> former;            // every child, for the flush at the end
     waiting.reserve(dynamic_children_.size());
+    former.reserve(dynamic_children_.size());
     for (auto& [p, c] : dynamic_children_) {
       monitor_ref ref = monitor(p);
       unlink(p);
       exit(p, how.is_brutal_kill() ? exit_reason::kill() : exit_reason::shutdown());
       waiting.emplace(ref.id, p);
+      former.emplace(p, true);
     }
     dynamic_children_.clear();
     auto deadline = clock::now() + how.time();
@@ -272,19 +275,23 @@ class supervisor_state {
                             waiting.erase(d.ref.id);
                             return p;
                           });
-      pid gone;
       if (killed || how.is_infinity()) {
-        gone = receive(on_down);
+        receive(on_down);
       } else {
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
-        gone = receive(on_down, after(std::max(left, std::chrono::milliseconds(0)), [] { return pid{}; }));
+        pid gone = receive(on_down, after(std::max(left, std::chrono::milliseconds(0)), [] { return pid{}; }));
         if (!gone) {
           for (auto& [ref, p] : waiting) exit(p, exit_reason::kill());
           killed = true;
-          continue;
         }
       }
-      flush_exit_of(gone);
+    }
+    // Exit signals of children that died before their unlink: one pass at
+    // the end (after a child's down, its exit signal, sent before it, is
+    // here), not one scan of a mailbox full of downs per child.
+    while (receive(when([&](const exit_signal& s) { return former.count(s.from) != 0; },
+                        [](const exit_signal&) { return true; }),
+                   after(std::chrono::milliseconds(0), [] { return false; }))) {
     }
   }
 

@@ -35,6 +35,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <type_traits>
 #include <typeinfo>
 #include <string>
 #include <utility>
@@ -102,19 +103,27 @@ namespace detail {
 // The behaviour's side of a server, shared by every state type (otp/gen_server.cpp).
 struct server_base : process_body {
   pid parent{};           // start_link: its exit signal (when trapping) stops the server
-  pid starter{};          // told when init is done (server_ack) if ack_tag != 0
-  std::uint64_t ack_tag = 0;
+  // What only the start needs (the starter to tell, the name to take):
+  // made by start_server when there is something to wait for, dropped once
+  // init is done, so that an idle server does not carry it.
+  struct start_info {
+    pid starter{};
+    std::uint64_t ack_tag = 0;
+    std::string name;
+    name_registry* registry = nullptr;
+  };
+  start_info* starting = nullptr;
   bool init_done = false;  // terminate runs only for a server whose init completed
-  std::string name;
-  name_registry* registry = nullptr;
   // Idle timeout (gen_server::idle_timeout): requested in a callback, armed
   // after it, cancelled by the next message.
   std::int64_t idle_request_ns = -1;
   std::uint64_t idle_seq = 0;
   timer_ref idle_timer{};
 
+  ~server_base() override { delete starting; }
   // Before init: registers the name; throws (ending the server) if taken.
   void register_own_name();
+  // After init: tells the starter, and drops the start information.
   void ack_started();
   // Before a callback: whether the message is the state's to handle, the
   // behaviour's own (a system message, the parent's exit, a stale timer:
@@ -182,12 +191,25 @@ struct started_server {
 started_server start_server(server_base* body, const gen_server::options& opts, start_mode mode,
                             bool has_init);
 
+// An argument for the state's constructor, copied (in the global heap) when
+// it can be: a moved value would keep the memory it owns in the caller's
+// heap, which goes when the caller exits.
+template <class A>
+decltype(auto) owned_arg(A&& a) {
+  using D = std::decay_t<A>;
+  if constexpr (std::is_copy_constructible_v<D> && !std::is_trivially_copyable_v<D>) {
+    return D(static_cast<const D&>(a));
+  } else {
+    return std::forward<A>(a);
+  }
+}
+
 template <class S, class... A>
 started_server start_typed(const gen_server::options& opts, start_mode mode, A&&... args) {
   server_base* body;
   {
     global_heap_scope runtime_owned;  // the state belongs to the server, not to the caller's heap
-    body = new server_body<S>(std::forward<A>(args)...);
+    body = new server_body<S>(owned_arg(std::forward<A>(args))...);
   }
   return start_server(body, opts, mode, requires(S & s) { s.init(); });
 }
