@@ -3,7 +3,7 @@
 %% simple_one_for_one supervisor by supervisor:start_child(Sup, []) in a
 %% loop from one process.
 %%
-%%   erl +P 4000000 -noshell -pa DIR -s gen_server_idle main [N=1000000] [stop|kill]
+%%   erl +P 4000000 -noshell -pa DIR -s gen_server_idle main [N=1000000] [kill|stop]
 %%
 %% The driver starts the supervisor (this module is the callback module of
 %% both the supervisor and the servers), reads RSS (VmRSS), starts the N
@@ -15,9 +15,10 @@
 %% count_children says N active workers; each kept server answers
 %% gen_server:call(P, incr) with 1. Then the servers are torn down and the
 %% driver waits until the process count is back where it was before the
-%% supervisor (teardown_ms), as ember's: `stop` (the default) is
-%% gen_server:stop(Sup) (the supervisor stops its children); `kill` unlinks
-%% and sends exit(Sup, kill), so that the supervisor's links end them.
+%% supervisor (teardown_ms), as ember's: `kill` (the default) unlinks and
+%% sends exit(Sup, kill), so that the supervisor's links end its children;
+%% `stop` is gen_server:stop(Sup) (the supervisor stops its children one by
+%% one: minutes for a million, over the 60 s limit).
 %% Same RESULT line as ember's, plus runtime=beam.
 -module(gen_server_idle).
 -export([main/0, main/1]).
@@ -26,7 +27,7 @@
 main() -> main([]).
 main(Args) ->
     N = bench_util:arg(Args, 1, 1000000),
-    How = case Args of [_, H | _] -> H; _ -> stop end,
+    How = case Args of [_, H | _] -> H; _ -> kill end,
     lists:member(How, [kill, stop]) orelse bench_util:fail("gen_server_idle: teardown must be kill or stop, got ~w", [How]),
     spawn(fun() -> driver(N, How) end).
 
