@@ -12,6 +12,7 @@
 #include "ember/core/request.hpp"
 #include "ember/core/shared.hpp"
 #include "ember/core/spawn.hpp"
+#include "ember/sched/blocking.hpp"
 #include "ember/sched/runtime.hpp"
 #include "ember/sched/timer.hpp"
 #include "ember/otp/gen_server.hpp"

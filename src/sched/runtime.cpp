@@ -32,6 +32,9 @@ runtime_options checked(runtime_options o) {
       (o.blocked_after < microseconds(100) || o.blocked_after > microseconds(3'600'000'000LL)))
     throw error(errc::invalid_argument, "runtime: blocked_after " + std::to_string(o.blocked_after.count()) +
                                             " us is outside [100 us, 1 h] (0 turns the hand-off off)");
+  if (o.blocking_threads == 0 || o.blocking_threads > 4096)
+    throw error(errc::invalid_argument, "runtime: blocking_threads " + std::to_string(o.blocking_threads) +
+                                            " is outside [1, 4096]");
   if (o.node_id >= (1u << pid::node_bits))
     throw error(errc::invalid_argument, "runtime: node_id " + std::to_string(o.node_id) + " does not fit in " +
                                             std::to_string(pid::node_bits) + " bits");

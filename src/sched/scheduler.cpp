@@ -509,7 +509,8 @@ void scheduler::execute(process* p) noexcept {
 
 // ------------------------------------------------------------------ node
 
-runtime_node::runtime_node(const runtime_options& o) : node(o), os_pid(::getpid()), timers_(*this) {
+runtime_node::runtime_node(const runtime_options& o)
+    : node(o), os_pid(::getpid()), timers_(*this), blocking_(*this, o.blocking_threads) {
   install_fault_handlers();
   if (o.time_slice.count() != 0) preempt_handler_installed = install_preempt_handler();
   if (o.quarantine_dead_heaps) heap_quarantine_enable();
@@ -710,6 +711,7 @@ void runtime_node::shutdown() {
   wake_monitor();
   if (monitor_.joinable()) monitor_.join();
   timers_.stop();
+  blocking_.stop();  // waits for the calls that are running
 }
 
 void runtime_node::count_reduction_yield() noexcept {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/node.hpp"
+#include "sched/blocking_pool.hpp"
 #include "sched/run_queue.hpp"
 #include "sched/timer_service.hpp"
 
@@ -157,6 +158,7 @@ class runtime_node final : public node {
   bool wait_for(std::chrono::nanoseconds limit);
   void shutdown();
   runtime_stats stats() const;
+  blocking_pool& blocking() noexcept { return blocking_; }
 
   // Wakes a parked scheduler if work was queued and nobody is spinning.
   void wake_if_needed() noexcept;
@@ -187,6 +189,7 @@ class runtime_node final : public node {
   std::mutex idle_mu_;
   std::vector<scheduler*> idle_list_;
   timer_service timers_;
+  blocking_pool blocking_;
   std::mutex done_mu_;
   std::condition_variable done_cv_;
   std::atomic<bool> shut_down_{false};

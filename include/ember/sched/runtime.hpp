@@ -56,6 +56,9 @@ struct runtime_options {
   // runnable processes taken over by a spare scheduler thread, so the
   // others keep running. 0 turns it off. 0, or 100 µs to 1 h.
   std::chrono::microseconds blocked_after{2000};
+  // Threads of the blocking pool (ember::blocking), started on demand up
+  // to this many; more concurrent calls wait their turn. 1 to 4096.
+  unsigned blocking_threads = 64;
 };
 
 struct runtime_stats {
