@@ -14,14 +14,38 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
 
+#include <ember/core/error.hpp>
+#include <ember/core/heap.hpp>
 #include <ember/sched/runtime.hpp>
 
 namespace bench {
+
+// Runs driver(m) in a process of rt and returns m once the driver is done:
+// how a workload measured inside a process reaches main. An ember::error
+// the driver throws is kept in m.error (copied into the global heap: the
+// process's heap goes when it exits).
+template <class M, class F>
+M run_driver(ember::runtime& rt, F driver) {
+  std::promise<M> promise;
+  auto measured = promise.get_future();
+  rt.spawn([&] {
+    M m;
+    try {
+      driver(m);
+    } catch (const ember::error& e) {
+      ember::global_heap_scope outlives_me;
+      m.error = e.what();
+    }
+    promise.set_value(std::move(m));
+  });
+  return measured.get();
+}
 
 // The runtime options every workload uses: the defaults, except that
 // EMBER_PREEMPT=off turns asynchronous preemption and the blocked-scheduler

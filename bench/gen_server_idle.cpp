@@ -85,49 +85,39 @@ int main(int argc, char** argv) {
   }
 
   ember::runtime rt(bench::runtime_options());
-  std::promise<measurement> promise;
-  auto measured = promise.get_future();
-  rt.spawn([&] {
-    measurement m;
-    try {
-      ember::dynamic_supervisor::spec s;
-      s.flags = {.strategy = ember::supervisor::strategy::one_for_one, .intensity = 1, .period = std::chrono::seconds(5)};
-      s.child = ember::supervisor::worker<idle_server>("idle_server");
-      const ember::pid sup = ember::dynamic_supervisor::start_link(std::move(s));
-      std::vector<ember::pid> kept(sample.size());
-      std::size_t next = 0;
-      m.rss_before = bench::rss_bytes();
-      const auto t0 = bench::clock::now();
-      for (std::int64_t i = 0; i < n; ++i) {
-        const ember::pid p = ember::dynamic_supervisor::start_child(sup);
-        if (!p) ++m.null_pids;
-        while (next < sample.size() && sample[next] == i) kept[next++] = p;
-      }
-      const auto t1 = bench::clock::now();
-      m.rss_after = bench::rss_bytes();
-      m.start_ns = bench::ns_between(t0, t1);
-      m.active = ember::supervisor::count_children(sup).active;
-      for (ember::pid p : kept) {
-        try {
-          if (ember::gen_server::call<std::int32_t>(p, incr{}) != 1) ++m.wrong_answers;
-        } catch (const ember::exit_error&) {
-          ++m.wrong_answers;
-        }
-      }
-      m.teardown_start = bench::clock::now();
-      if (orderly) {
-        ember::gen_server::stop(sup);
-      } else {
-        ember::unlink(sup);  // the driver lives on (it is linked to the supervisor by start_link)
-        ember::exit(sup, ember::exit_reason::kill());
-      }
-    } catch (const ember::error& e) {
-      ember::global_heap_scope outlives_me;  // the text outlives this process
-      m.error = e.what();
+  measurement m = bench::run_driver<measurement>(rt, [&](measurement& m) {
+    ember::dynamic_supervisor::spec s;
+    s.flags = {.strategy = ember::supervisor::strategy::one_for_one, .intensity = 1, .period = std::chrono::seconds(5)};
+    s.child = ember::supervisor::worker<idle_server>("idle_server");
+    const ember::pid sup = ember::dynamic_supervisor::start_link(std::move(s));
+    std::vector<ember::pid> kept(sample.size());
+    std::size_t next = 0;
+    m.rss_before = bench::rss_bytes();
+    const auto t0 = bench::clock::now();
+    for (std::int64_t i = 0; i < n; ++i) {
+      const ember::pid p = ember::dynamic_supervisor::start_child(sup);
+      if (!p) ++m.null_pids;
+      while (next < sample.size() && sample[next] == i) kept[next++] = p;
     }
-    promise.set_value(std::move(m));
+    const auto t1 = bench::clock::now();
+    m.rss_after = bench::rss_bytes();
+    m.start_ns = bench::ns_between(t0, t1);
+    m.active = ember::supervisor::count_children(sup).active;
+    for (ember::pid p : kept) {
+      try {
+        if (ember::gen_server::call<std::int32_t>(p, incr{}) != 1) ++m.wrong_answers;
+      } catch (const ember::exit_error&) {
+        ++m.wrong_answers;
+      }
+    }
+    m.teardown_start = bench::clock::now();
+    if (orderly) {
+      ember::gen_server::stop(sup);
+    } else {
+      ember::unlink(sup);  // the driver lives on (it is linked to the supervisor by start_link)
+      ember::exit(sup, ember::exit_reason::kill());
+    }
   });
-  measurement m = measured.get();
   if (!m.error.empty()) {  // the runtime's destructor ends what is left
     std::fprintf(stderr, "%s: error: the driver failed: %s\n", me, m.error.c_str());
     return 1;

@@ -245,47 +245,37 @@ int main(int argc, char** argv) {
   restart_hist.clear();
 
   ember::runtime rt(bench::runtime_options());
-  std::promise<measurement> promise;
-  auto measured = promise.get_future();
-  rt.spawn([&] {
-    measurement m;
-    try {
-      const ember::pid driver = ember::self();
-      ember::supervisor::spec s;
-      s.flags = {.strategy = ember::supervisor::strategy::one_for_one, .intensity = 1000000, .period = 1s};
-      s.children.reserve(std::size_t(n));
-      for (int i = 0; i < n; ++i) {
-        ember::gen_server::options o;
-        o.name = names[std::size_t(i)];
-        s.children.push_back(ember::supervisor::worker<worker>(names[std::size_t(i)], o, i));
-      }
-      const ember::pid sup = ember::supervisor::start_link(std::move(s));
-      const ember::pid k = ember::spawn([n_kills, n, driver] { killer(n_kills, n, driver); });
-      const ember::pid c = ember::spawn([n, driver] { client(n, driver); });
-      ember::send(c, go{});
-      ember::send(k, go{});
-      m.killer = ember::receive([](const killer_done& d) { return d; });
-      m.client = ember::receive([](const client_done& d) { return d; });
-      std::unordered_set<ember::pid> pids;
-      for (int i = 0; i < n; ++i) {
-        const std::string& name = names[std::size_t(i)];
-        if (ember::pid p = ember::whereis(name)) pids.insert(p);
-        try {
-          if (ember::gen_server::call<int>(name, ping{}) != i) ++m.final_wrong;
-        } catch (const ember::exit_error&) {
-          ++m.final_wrong;
-        }
-      }
-      m.distinct_pids = pids.size();
-      m.active = ember::supervisor::count_children(sup).active;
-      ember::gen_server::stop(sup);
-    } catch (const ember::error& e) {
-      ember::global_heap_scope outlives_me;  // the text outlives this process
-      m.error = e.what();
+  measurement m = bench::run_driver<measurement>(rt, [&](measurement& m) {
+    const ember::pid driver = ember::self();
+    ember::supervisor::spec s;
+    s.flags = {.strategy = ember::supervisor::strategy::one_for_one, .intensity = 1000000, .period = 1s};
+    s.children.reserve(std::size_t(n));
+    for (int i = 0; i < n; ++i) {
+      ember::gen_server::options o;
+      o.name = names[std::size_t(i)];
+      s.children.push_back(ember::supervisor::worker<worker>(names[std::size_t(i)], o, i));
     }
-    promise.set_value(std::move(m));
+    const ember::pid sup = ember::supervisor::start_link(std::move(s));
+    const ember::pid k = ember::spawn([n_kills, n, driver] { killer(n_kills, n, driver); });
+    const ember::pid c = ember::spawn([n, driver] { client(n, driver); });
+    ember::send(c, go{});
+    ember::send(k, go{});
+    m.killer = ember::receive([](const killer_done& d) { return d; });
+    m.client = ember::receive([](const client_done& d) { return d; });
+    std::unordered_set<ember::pid> pids;
+    for (int i = 0; i < n; ++i) {
+      const std::string& name = names[std::size_t(i)];
+      if (ember::pid p = ember::whereis(name)) pids.insert(p);
+      try {
+        if (ember::gen_server::call<int>(name, ping{}) != i) ++m.final_wrong;
+      } catch (const ember::exit_error&) {
+        ++m.final_wrong;
+      }
+    }
+    m.distinct_pids = pids.size();
+    m.active = ember::supervisor::count_children(sup).active;
+    ember::gen_server::stop(sup);
   });
-  measurement m = measured.get();
   if (!m.error.empty()) {  // the runtime's destructor ends what is left
     std::fprintf(stderr, "%s: error: the driver failed: %s\n", me, m.error.c_str());
     return 1;

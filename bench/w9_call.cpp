@@ -107,39 +107,29 @@ int main(int argc, char** argv) {
   for (auto& h : hists) h.clear();
 
   ember::runtime rt(bench::runtime_options());
-  std::promise<measurement> promise;
-  auto measured = promise.get_future();
-  rt.spawn([&] {
-    measurement m;
-    try {
-      const ember::pid driver = ember::self();
-      const ember::pid server = ember::gen_server::start<counter_server>();
-      std::vector<ember::pid> clients;
-      clients.reserve(std::size_t(c));
-      for (int i = 0; i < int(c); ++i)
-        clients.push_back(ember::spawn([i, server, driver, r] { client(i, server, driver, r); }));
-      for (std::int64_t i = 0; i < c; ++i) ember::receive([](ready) {});
-      const auto t0 = bench::clock::now();
-      for (ember::pid p : clients) ember::send(p, go{});
-      for (std::int64_t i = 0; i < c; ++i) {
-        ember::receive([&](const client_done& d) {
-          m.calls += d.calls;
-          m.sum += d.sum;
-          if (!d.rising) ++m.not_rising;
-          if (d.failed) ++m.failed;
-        });
-      }
-      const auto t1 = bench::clock::now();
-      m.ns = bench::ns_between(t0, t1);
-      m.final_count = ember::gen_server::call<std::int64_t>(server, get_count{});
-      ember::gen_server::stop(server);
-    } catch (const ember::error& e) {
-      ember::global_heap_scope outlives_me;  // the text outlives this process
-      m.error = e.what();
+  measurement m = bench::run_driver<measurement>(rt, [&](measurement& m) {
+    const ember::pid driver = ember::self();
+    const ember::pid server = ember::gen_server::start<counter_server>();
+    std::vector<ember::pid> clients;
+    clients.reserve(std::size_t(c));
+    for (int i = 0; i < int(c); ++i)
+      clients.push_back(ember::spawn([i, server, driver, r] { client(i, server, driver, r); }));
+    for (std::int64_t i = 0; i < c; ++i) ember::receive([](ready) {});
+    const auto t0 = bench::clock::now();
+    for (ember::pid p : clients) ember::send(p, go{});
+    for (std::int64_t i = 0; i < c; ++i) {
+      ember::receive([&](const client_done& d) {
+        m.calls += d.calls;
+        m.sum += d.sum;
+        if (!d.rising) ++m.not_rising;
+        if (d.failed) ++m.failed;
+      });
     }
-    promise.set_value(std::move(m));
+    const auto t1 = bench::clock::now();
+    m.ns = bench::ns_between(t0, t1);
+    m.final_count = ember::gen_server::call<std::int64_t>(server, get_count{});
+    ember::gen_server::stop(server);
   });
-  measurement m = measured.get();
   if (!m.error.empty()) {  // the runtime's destructor ends what is left
     std::fprintf(stderr, "%s: error: the driver failed: %s\n", me, m.error.c_str());
     return 1;

@@ -30,22 +30,6 @@ class gen_servers : public runtime_test {};
 // ---------------------------------------------------------------------------
 // Helpers
 
-std::string errc_name(ember::errc c) {
-  switch (c) {
-    case ember::errc::not_in_process: return "not_in_process";
-    case ember::errc::name_taken: return "name_taken";
-    case ember::errc::no_such_name: return "no_such_name";
-    case ember::errc::not_alive: return "not_alive";
-    case ember::errc::already_registered: return "already_registered";
-    case ember::errc::system_limit: return "system_limit";
-    case ember::errc::invalid_argument: return "invalid_argument";
-    case ember::errc::bad_message_type: return "bad_message_type";
-    case ember::errc::runtime_stopped: return "runtime_stopped";
-    case ember::errc::call_failed: return "call_failed";
-    case ember::errc::start_failed: return "start_failed";
-    default: return "errc " + std::to_string(int(c));
-  }
-}
 
 // Options naming the server (in `registry` if given) or bounding its init.
 gs::options named(std::string name, ember::name_registry* registry = nullptr) {
@@ -58,20 +42,6 @@ gs::options init_within(std::chrono::milliseconds t) {
   gs::options o;
   o.init_timeout = t;
   return o;
-}
-
-// What running f did: "returned", "exit_error <code>: <reason>" or
-// "error <code>" (an ember::error that is not an exit_error).
-template <class F>
-std::string outcome_of(F&& f) {
-  try {
-    f();
-    return "returned";
-  } catch (const ember::exit_error& e) {
-    return "exit_error " + errc_name(e.code()) + ": " + e.reason().to_string();
-  } catch (const ember::error& e) {
-    return "error " + errc_name(e.code());
-  }
 }
 
 // The exit_error f throws (fails the test's process if it throws none).

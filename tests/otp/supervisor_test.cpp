@@ -218,33 +218,6 @@ bool poll_until(F done) {
   return true;
 }
 
-std::string errc_name(ember::errc c) {
-  switch (c) {
-    case ember::errc::system_limit: return "system_limit";
-    case ember::errc::invalid_argument: return "invalid_argument";
-    case ember::errc::call_failed: return "call_failed";
-    case ember::errc::start_failed: return "start_failed";
-    case ember::errc::not_found: return "not_found";
-    case ember::errc::already_present: return "already_present";
-    case ember::errc::running: return "running";
-    default: return "errc " + std::to_string(int(c));
-  }
-}
-
-// What running f did: "returned", "exit_error <code>: <reason>" or
-// "error <code>" (an ember::error that is not an exit_error).
-template <class F>
-std::string outcome_of(F&& f) {
-  try {
-    f();
-    return "returned";
-  } catch (const ember::exit_error& e) {
-    return "exit_error " + errc_name(e.code()) + ": " + e.reason().to_string();
-  } catch (const ember::error& e) {
-    return "error " + errc_name(e.code());
-  }
-}
-
 using children = std::vector<sup::child_info>;
 
 pid pid_of(const children& v, std::string_view id) {

@@ -296,6 +296,41 @@ inline void expect_nothing_leaked(ember::runtime& rt) {
   EXPECT_EQ(s.exited, s.spawned) << "every spawned process exited";
 }
 
+// The name of an error code, for messages that tests compare.
+inline std::string errc_name(ember::errc c) {
+  switch (c) {
+    case ember::errc::not_in_process: return "not_in_process";
+    case ember::errc::name_taken: return "name_taken";
+    case ember::errc::no_such_name: return "no_such_name";
+    case ember::errc::not_alive: return "not_alive";
+    case ember::errc::already_registered: return "already_registered";
+    case ember::errc::system_limit: return "system_limit";
+    case ember::errc::invalid_argument: return "invalid_argument";
+    case ember::errc::bad_message_type: return "bad_message_type";
+    case ember::errc::runtime_stopped: return "runtime_stopped";
+    case ember::errc::call_failed: return "call_failed";
+    case ember::errc::start_failed: return "start_failed";
+    case ember::errc::not_found: return "not_found";
+    case ember::errc::already_present: return "already_present";
+    case ember::errc::running: return "running";
+  }
+  return "errc " + std::to_string(int(c));
+}
+
+// What running f did: "returned", "exit_error <code>: <reason>" or
+// "error <code>" (an ember::error that is not an exit_error).
+template <class F>
+std::string outcome_of(F&& f) {
+  try {
+    f();
+    return "returned";
+  } catch (const ember::exit_error& e) {
+    return "exit_error " + errc_name(e.code()) + ": " + e.reason().to_string();
+  } catch (const ember::error& e) {
+    return "error " + errc_name(e.code());
+  }
+}
+
 // A fixture owning a runtime with GetParam() schedulers. At teardown it
 // waits for every process to exit (a passing test leaves none running) and
 // checks that nothing leaked. A failed test shuts the runtime down instead,
