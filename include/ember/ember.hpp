@@ -19,3 +19,4 @@
 #include "ember/otp/registry.hpp"
 #include "ember/otp/supervisor.hpp"
 #include "ember/otp/application.hpp"
+#include "ember/io/net.hpp"

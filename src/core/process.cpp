@@ -31,6 +31,7 @@
 #include "core/node.hpp"
 #include "core/preempt.hpp"
 #include "core/process.hpp"
+#include "core/resource.hpp"
 #include "core/sanitizers.hpp"
 #include "ember/core/error.hpp"
 #include "ember/core/preempt.hpp"
@@ -211,7 +212,7 @@ bool apply_relation_signal(process& p, const signal_envelope& s) {
 void absorb_for_exit(process& p, envelope* e) noexcept {
   while (e) {
     envelope* next = e->next;
-    if (e->signal != sig_none) {
+    if (e->signal != sig_none && e->signal != sig_adopt) {
       apply_relation_signal(p, *static_cast<signal_envelope*>(e));
     } else if (e->flavor == flavor_call) {
       p.relations().monitored_by.add(monitor_ref{e->alias}, e->caller);
@@ -239,6 +240,9 @@ void apply_signal(node& n, process& p, signal_envelope* s) {
         // earlier one (a receive before): the receive arms another.
         if (p.awaiting_timeout && p.receive_timer_due >= p.receive_deadline) p.timed_out = true;
       }
+      return;
+    case sig_wake:
+      if (sig.seq == p.wake_expect) p.woken = true;
       return;
     case sig_exit: {
       if (sig.linked) {
@@ -272,6 +276,37 @@ envelope* materialize(envelope* e) noexcept {
 }
 
 enum class on_exit_signal : std::uint8_t { unwind, report };
+
+// A resource on its way to a new owner (give_resource). Destroyed unadopted
+// (the receiver died first, or never existed), it releases the resource,
+// unless its ownership has moved on meanwhile.
+struct resource_envelope final : envelope {
+  resource* r;
+  std::uint32_t gen;
+  pid to;
+  bool adopted = false;
+  resource_envelope(resource* res, std::uint32_t g, pid target) : r(res), gen(g), to(target) {
+    signal = sig_adopt;
+    key = nullptr;
+    type = &typeid(resource_envelope);
+    destroy = [](envelope* e) noexcept {
+      auto* self = static_cast<resource_envelope*>(e);
+      if (!self->adopted && self->r->held_by(self->gen, self->to)) self->r->release(self->gen);
+      delete self;
+    };
+  }
+};
+
+void adopt(process& p, envelope* e) noexcept {
+  auto* re = static_cast<resource_envelope*>(e);
+  try {
+    p.relations().resources.push_back({re->r, re->gen});
+    re->adopted = true;
+  } catch (...) {
+    // No memory to hold it: released (by destroy) rather than leaked.
+  }
+  e->destroy(e);
+}
 
 bool alias_active(const process& p, std::uint64_t alias) noexcept {
   if (!p.rel) return false;
@@ -327,6 +362,8 @@ bool drain_slow(node& n, process& p, on_exit_signal mode = on_exit_signal::unwin
       // process's heap now, while its heap is current.
       if (e->materialize) e = materialize(e);
       p.mbox.append(e);
+    } else if (e->signal == sig_adopt) {
+      adopt(p, e);
     } else {
       apply_signal(n, p, static_cast<signal_envelope*>(e));
       if (dying(p)) {
@@ -393,6 +430,11 @@ void do_exit(node& n, process& p, exit_reason reason) noexcept {
     p.rel->monitors.for_each([&](monitor_ref ref, pid target) {
       deliver(n, target, make_signal(sig_demonitor, {me, ref, {}, false, 0}));
     });
+    // Its sockets and files, newest first (see resource.hpp).
+    auto& owned = p.rel->resources;
+    for (auto it = owned.rbegin(); it != owned.rend(); ++it)
+      if (it->r->held_by(it->gen, me)) it->r->release(it->gen);
+    owned.clear();
     delete p.rel;
     p.rel = nullptr;
   }
@@ -558,6 +600,8 @@ void finalize(node& n, process* p) noexcept {
   p->timed_out = false;
   p->awaiting_timeout = false;
   p->receive_timer = 0;
+  p->wake_expect = 0;
+  p->woken = false;
   p->reductions = 0;
   p->reductions_done.store(0, std::memory_order_relaxed);
   p->heap_limit = 0;
@@ -745,6 +789,24 @@ spawned spawn_body(node* n, process_body* body, const spawn_options& opts, spawn
   return out;
 }
 
+std::int64_t steady_now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+namespace {
+// Keeps a receive timer that fires no later than p.receive_deadline (its
+// signal wakes the process to arm the rest); replaces one that fires later.
+void arm_receive_timer(node& n, process& p, std::int64_t now) {
+  if (p.receive_timer && p.receive_timer_due <= p.receive_deadline) return;
+  if (p.receive_timer) n.cancel_timer(p.receive_timer);
+  ++p.receive_seq;
+  p.receive_timer_due = p.receive_deadline;
+  p.receive_timer = n.arm_timer(std::chrono::nanoseconds(std::max<std::int64_t>(0, p.receive_deadline - now)),
+                                self_pid(n, p), make_signal(sig_timeout, {{}, {}, {}, false, p.receive_seq}));
+}
+}  // namespace
+
 receive_outcome receive_match(match_fn match, std::int64_t timeout_ns) {
   process& p = self_or_throw("receive");
   runtime_call in_runtime(&p);
@@ -781,27 +843,95 @@ receive_outcome receive_match(match_fn match, std::int64_t timeout_ns) {
       return {nullptr, -1};
     }
     if (timeout_ns > 0) {
-      std::int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                             std::chrono::steady_clock::now().time_since_epoch()).count();
+      std::int64_t now = steady_now_ns();
       if (!deadline_set) {
         deadline_set = true;
         p.receive_deadline = timeout_ns > INT64_MAX - now ? INT64_MAX : now + timeout_ns;
         p.awaiting_timeout = true;
       }
-      // Keep a timer that fires no later than the deadline (its signal
-      // wakes us to arm the rest); replace one that fires later.
-      if (!p.receive_timer || p.receive_timer_due > p.receive_deadline) {
-        if (p.receive_timer) n.cancel_timer(p.receive_timer);
-        ++p.receive_seq;
-        p.receive_timer_due = p.receive_deadline;
-        p.receive_timer = n.arm_timer(std::chrono::nanoseconds(std::max<std::int64_t>(0, p.receive_deadline - now)),
-                                      self_pid(n, p),
-                                      make_signal(sig_timeout, {{}, {}, {}, false, p.receive_seq}));
-      }
+      arm_receive_timer(n, p, now);
     }
     suspend(p, suspend_reason::wait);
     if (drain(n, p)) cur = prev ? prev->next : p.mbox.first;
   }
+}
+
+bool await_wake(std::uint64_t token, std::int64_t deadline_ns) {
+  process& p = self_or_throw("await_wake");
+  runtime_call in_runtime(&p);
+  node& n = *current_node();
+  charge(n, p, 1);
+  p.wake_expect = token;
+  p.woken = false;
+  p.timed_out = false;
+  bool deadline_set = false;
+  struct reset_on_exit {
+    process& p;
+    ~reset_on_exit() {
+      p.wake_expect = 0;
+      p.woken = false;
+      p.awaiting_timeout = false;
+      p.timed_out = false;
+    }
+  } reset{p};
+  for (;;) {
+    drain(n, p);
+    if (p.woken) return true;
+    if (p.timed_out) return false;
+    if (deadline_ns != no_deadline) {
+      std::int64_t now = steady_now_ns();
+      if (now >= deadline_ns) return false;
+      if (!deadline_set) {
+        deadline_set = true;
+        p.receive_deadline = deadline_ns;
+        p.awaiting_timeout = true;
+      }
+      arm_receive_timer(n, p, now);
+    }
+    suspend(p, suspend_reason::wait);
+  }
+}
+
+void post_wake(node& n, pid to, std::uint64_t token) noexcept {
+  envelope* e;
+  try {
+    e = make_signal(sig_wake, {{}, {}, {}, false, token});
+  } catch (...) {
+    return;  // no memory: the waiter's deadline (if any) ends its wait
+  }
+  deliver(n, to, e);
+}
+
+void own_resource(resource* r, std::uint32_t gen) {
+  process& p = self_or_throw("own_resource");
+  runtime_call in_runtime(&p);
+  process_relations& rel = p.relations();
+  rel.resources.push_back({r, gen});
+  if (rel.resources.size() >= rel.resources_prune_at) {
+    pid me = self_pid(*current_node(), p);
+    std::erase_if(rel.resources, [me](const resource_entry& e) { return !e.r->held_by(e.gen, me); });
+    rel.resources_prune_at = std::max<std::size_t>(16, rel.resources.size() * 2);
+  }
+}
+
+void disown_resource(resource* r, std::uint32_t gen) noexcept {
+  process* p = current_process();
+  if (!p || !p->rel) return;
+  runtime_call in_runtime(p);
+  auto& v = p->rel->resources;
+  for (auto it = v.rbegin(); it != v.rend(); ++it) {
+    if (it->r == r && it->gen == gen) {
+      v.erase(std::next(it).base());
+      return;
+    }
+  }
+}
+
+void give_resource(resource* r, std::uint32_t gen, pid to) {
+  node& n = node_or_throw(current_node(), "give_resource");
+  disown_resource(r, gen);
+  runtime_call in_runtime;
+  deliver(n, to, new resource_envelope(r, gen, to));
 }
 
 void send_envelope(node* n, pid to, envelope* e) {

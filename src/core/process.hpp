@@ -56,6 +56,22 @@ using boost::context::detail::transfer_t;
 
 struct node;
 
+// Something a process owns that must be released when it exits by any path
+// (a socket, a file): see resource.hpp. `gen` names one use of a reusable
+// object, so a release that comes late finds it reused and does nothing.
+struct resource {
+  virtual void release(std::uint32_t gen) noexcept = 0;
+  // Whether process p still owns this use of it (ownership can move).
+  virtual bool held_by(std::uint32_t gen, pid p) const noexcept = 0;
+
+ protected:
+  ~resource() = default;
+};
+struct resource_entry {
+  resource* r;
+  std::uint32_t gen;
+};
+
 // The scheduler's side of every switch: where a suspending process returns.
 struct switch_point {
   fcontext_t ctx = nullptr;
@@ -198,6 +214,12 @@ struct process_relations {
   exit_reason pending_exit;                               // set once dying
   bool dying = false;
   bool exit_self = false;  // the process called exit(reason) on itself
+  // Sockets, files and other resources it owns or owned (resource.hpp),
+  // oldest first; those it still owns are released in reverse order when
+  // it exits by any path. Entries whose ownership moved on are pruned
+  // when the list doubles.
+  std::vector<resource_entry> resources;
+  std::size_t resources_prune_at = 16;
 };
 
 struct process {
@@ -230,6 +252,10 @@ struct process {
   std::uint64_t receive_timer = 0;     // the armed timer (0: none)
   std::int64_t receive_timer_due = 0;  // when it fires, steady clock ns
   std::int64_t receive_deadline = 0;   // the waiting receive's deadline
+  // await_wake (resource.hpp): the token it waits for, and whether a
+  // sig_wake carrying it arrived.
+  std::uint64_t wake_expect = 0;
+  bool woken = false;
   std::size_t stack_request = 0;  // spawn option
   // Made by its first allocation, reclaimed at exit. Written by the thread
   // running the process; read by process_info from anywhere (relaxed).
@@ -284,6 +310,8 @@ enum signal_kind : unsigned char {
   sig_demonitor,
   sig_down,
   sig_timeout,
+  sig_wake,   // await_wake's token (I/O readiness)
+  sig_adopt,  // a resource given to this process (resource_envelope)
 };
 
 struct signal_payload {
@@ -291,7 +319,7 @@ struct signal_payload {
   monitor_ref ref;
   exit_reason reason;
   bool linked = false;       // sig_exit: caused by a link
-  std::uint32_t seq = 0;     // sig_timeout
+  std::uint64_t seq = 0;     // sig_timeout, sig_wake
 };
 
 struct signal_envelope final : envelope {

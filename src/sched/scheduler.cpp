@@ -268,6 +268,7 @@ process* scheduler::local_work() noexcept {
   // busy ring cannot starve them: the global queue, and the inbox of
   // processes spawned onto this scheduler.
   if (++tick_ % 61 == 0) {
+    rt.poll_io();  // sockets that became ready (see io_poller.hpp)
     if (process* p = rt.global.pop()) return p;
     if (process* p = inbox.pop()) return p;
   }
@@ -361,6 +362,7 @@ process* scheduler::find_work() noexcept {
       stop_spinning();
       return p;
     }
+    if (rt.poll_io()) continue;
     if (!spinning_) {
       spinning_ = true;
       rt.spinning.fetch_add(1, std::memory_order_seq_cst);
@@ -379,6 +381,7 @@ process* scheduler::find_work() noexcept {
         stop_spinning();
         return p;
       }
+      if (rt.poll_io()) break;
       for (int i = 0; i < 32; ++i) cpu_relax();
     } while (std::chrono::steady_clock::now() < until && !rt.sched_stop.load(std::memory_order_relaxed));
     if (!rq.empty() || pinned_head_) continue;
@@ -510,7 +513,7 @@ void scheduler::execute(process* p) noexcept {
 // ------------------------------------------------------------------ node
 
 runtime_node::runtime_node(const runtime_options& o)
-    : node(o), os_pid(::getpid()), timers_(*this), blocking_(*this, o.blocking_threads) {
+    : node(o), os_pid(::getpid()), timers_(*this), blocking_(*this, o.blocking_threads), poller_(*this) {
   install_fault_handlers();
   if (o.time_slice.count() != 0) preempt_handler_installed = install_preempt_handler();
   if (o.quarantine_dead_heaps) heap_quarantine_enable();
@@ -562,6 +565,7 @@ void runtime_node::wake_if_needed() noexcept {
   full_barrier();
   if (idle.load(std::memory_order_relaxed) == 0 || spinning.load(std::memory_order_relaxed) != 0) return;
   scheduler* s = nullptr;
+  bool in_poll = false;
   {
     std::lock_guard lock(idle_mu_);
     if (idle_list_.empty()) return;
@@ -571,13 +575,23 @@ void runtime_node::wake_if_needed() noexcept {
     spinning.fetch_add(1, std::memory_order_seq_cst);
     s->parked = false;
     s->woken = true;
+    in_poll = s->in_poll;
   }
-  s->wake_word.store(1, std::memory_order_release);
-  s->wake_word.notify_one();
+  unpark(*s, in_poll);
+}
+
+void runtime_node::unpark(scheduler& s, bool in_poll) noexcept {
+  if (in_poll) {
+    poller_.interrupt();
+  } else {
+    s.wake_word.store(1, std::memory_order_release);
+    s.wake_word.notify_one();
+  }
   wake_monitor();
 }
 
 void runtime_node::wake(scheduler& s) noexcept {
+  bool in_poll;
   {
     std::lock_guard lock(idle_mu_);
     if (!s.parked) return;  // running or spinning: it will look at its inbox
@@ -586,10 +600,9 @@ void runtime_node::wake(scheduler& s) noexcept {
     spinning.fetch_add(1, std::memory_order_seq_cst);
     s.parked = false;
     s.woken = true;
+    in_poll = s.in_poll;
   }
-  s.wake_word.store(1, std::memory_order_release);
-  s.wake_word.notify_one();
-  wake_monitor();
+  unpark(s, in_poll);
 }
 
 bool runtime_node::work_visible() const noexcept {
@@ -604,16 +617,26 @@ bool runtime_node::park(scheduler& s) noexcept {
   // off where busy schedulers (and other threads) can take them.
   if (!s.slots.free.empty()) table.drain(s.slots);
   if (s.stacks.head) stacks.drain(s.stacks);
+  // One parked scheduler waits in epoll_wait when sockets are open, so that
+  // I/O wakes an idle runtime (io_poller.hpp); the others on their futex.
+  bool poll = false;
+  if (poller_.registered() != 0) {
+    bool taken = false;
+    poll = poller_.blocker_taken.compare_exchange_strong(taken, true, std::memory_order_acq_rel);
+  }
   {
     std::lock_guard lock(idle_mu_);
     s.parked = true;
     s.woken = false;
+    s.in_poll = poll;
     idle_list_.push_back(&s);
     idle.fetch_add(1, std::memory_order_relaxed);
   }
   full_barrier();
   if (work_visible() || sched_stop.load(std::memory_order_acquire)) {
     std::lock_guard lock(idle_mu_);
+    s.in_poll = false;
+    if (poll) poller_.blocker_taken.store(false, std::memory_order_release);
     if (s.parked) {
       idle_list_.erase(std::find(idle_list_.begin(), idle_list_.end(), &s));
       idle.fetch_sub(1, std::memory_order_relaxed);
@@ -623,6 +646,24 @@ bool runtime_node::park(scheduler& s) noexcept {
     s.woken = false;
     s.wake_word.store(0, std::memory_order_relaxed);
     return true;  // a waker got to us first and counted us as spinning
+  }
+  if (poll) {
+    // Until an event or an interrupt (a waker). The processes the events
+    // wake are queued here; then this scheduler goes looking for work,
+    // counted as a spinner (a waker may have counted it already).
+    poller_.poll(-1);
+    std::lock_guard lock(idle_mu_);
+    s.in_poll = false;
+    poller_.blocker_taken.store(false, std::memory_order_release);
+    if (s.parked) {
+      idle_list_.erase(std::find(idle_list_.begin(), idle_list_.end(), &s));
+      idle.fetch_sub(1, std::memory_order_relaxed);
+      s.parked = false;
+      spinning.fetch_add(1, std::memory_order_seq_cst);
+    } else {
+      s.woken = false;
+    }
+    return true;
   }
   for (;;) {
     s.wake_word.wait(0, std::memory_order_acquire);
@@ -691,6 +732,7 @@ void runtime_node::shutdown() {
     for (scheduler* s : idle_list_) {
       s->parked = false;
       s->woken = true;
+      if (s->in_poll) poller_.interrupt();
       s->wake_word.store(1, std::memory_order_release);
       s->wake_word.notify_one();
     }
@@ -786,6 +828,8 @@ runtime_stats runtime_node::stats() const {
   st.schedulers_blocked = schedulers_blocked_.load(std::memory_order_relaxed);
   st.spare_activations = spare_activations_.load(std::memory_order_relaxed);
   st.names = names.size();
+  st.sockets_open = poller_.registered();
+  st.io_backend = poller_.backend();
   heap_pool_stats hp = heap_pool_statistics();
   st.heap_segments_free = hp.segments_free;
   st.heap_segments_in_use = hp.segments_mapped - hp.segments_free;

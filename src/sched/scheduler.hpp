@@ -13,6 +13,7 @@
 
 #include "core/node.hpp"
 #include "sched/blocking_pool.hpp"
+#include "sched/io_poller.hpp"
 #include "sched/run_queue.hpp"
 #include "sched/timer_service.hpp"
 
@@ -87,6 +88,7 @@ class scheduler {
   // Parking: guarded by runtime_node::idle_mu_.
   bool parked = false;
   bool woken = false;
+  bool in_poll = false;  // parked in epoll_wait, not on wake_word
   std::atomic<std::uint32_t> wake_word{0};
 
  private:
@@ -159,12 +161,18 @@ class runtime_node final : public node {
   void shutdown();
   runtime_stats stats() const;
   blocking_pool& blocking() noexcept { return blocking_; }
+  io_poller& poller() noexcept { return poller_; }
 
   // Wakes a parked scheduler if work was queued and nobody is spinning.
   void wake_if_needed() noexcept;
   void wake(scheduler& s) noexcept;
   // Parks the calling scheduler unless work shows up; false if stopping.
   bool park(scheduler& s) noexcept;
+  // Ends the park of s, chosen under idle_mu_ (futex or the poller's eventfd).
+  void unpark(scheduler& s, bool in_poll) noexcept;
+  // Polls I/O without blocking if any descriptor is registered; true if
+  // there were events.
+  bool poll_io() noexcept { return poller_.registered() != 0 && poller_.poll(0) > 0; }
   bool work_visible() const noexcept;
 
   std::vector<std::unique_ptr<scheduler>> scheds;  // primaries, then spares
@@ -190,6 +198,7 @@ class runtime_node final : public node {
   std::vector<scheduler*> idle_list_;
   timer_service timers_;
   blocking_pool blocking_;
+  io_poller poller_;
   std::mutex done_mu_;
   std::condition_variable done_cv_;
   std::atomic<bool> shut_down_{false};

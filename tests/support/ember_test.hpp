@@ -292,6 +292,7 @@ inline void expect_nothing_leaked(ember::runtime& rt) {
   EXPECT_TRUE(eventually([&] { return rt.stats().timers_pending == 0; }))
       << "timers still pending: " << rt.stats().timers_pending;
   EXPECT_EQ(rt.stats().names, 0u) << "names still registered";
+  EXPECT_EQ(rt.stats().sockets_open, 0u) << "sockets still open";
   s = rt.stats();
   EXPECT_EQ(s.exited, s.spawned) << "every spawned process exited";
 }
@@ -313,6 +314,9 @@ inline std::string errc_name(ember::errc c) {
     case ember::errc::not_found: return "not_found";
     case ember::errc::already_present: return "already_present";
     case ember::errc::running: return "running";
+    case ember::errc::io_failed: return "io_failed";
+    case ember::errc::timed_out: return "timed_out";
+    case ember::errc::closed: return "closed";
   }
   return "errc " + std::to_string(int(c));
 }

@@ -24,6 +24,9 @@ enum class errc : std::uint8_t {
   not_found,          // supervisor: no child with that id (or pid)
   already_present,    // supervisor: a child with that id exists
   running,            // supervisor: the child is running (terminate it first)
+  io_failed,          // a socket or file operation failed (net::net_error: errno and address)
+  timed_out,          // a socket operation's timeout passed
+  closed,             // the peer closed the connection (read_exact, read_line), or the socket is closed
 };
 
 class error : public std::runtime_error {

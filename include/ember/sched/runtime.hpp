@@ -86,6 +86,10 @@ struct runtime_stats {
   // spare scheduler threads started to take over (see blocked_after).
   std::uint64_t schedulers_blocked = 0;
   std::uint64_t spare_activations = 0;
+  // Sockets open (owned by processes or on their way to one), and the
+  // I/O poller's kind ("epoll").
+  std::size_t sockets_open = 0;
+  const char* io_backend = "";
 };
 
 class runtime {
