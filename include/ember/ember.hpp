@@ -20,3 +20,4 @@
 #include "ember/otp/supervisor.hpp"
 #include "ember/otp/application.hpp"
 #include "ember/io/net.hpp"
+#include "ember/core/scope.hpp"

@@ -38,6 +38,7 @@
 #include "ember/core/process.hpp"
 #include "ember/core/receive.hpp"
 #include "ember/core/request.hpp"
+#include "ember/core/scope.hpp"
 #include "ember/core/spawn.hpp"
 
 namespace ember::detail {
@@ -222,6 +223,13 @@ void absorb_for_exit(process& p, envelope* e) noexcept {
   }
 }
 
+// ember::scope (at the end of this file): a child's down, taken by its
+// scope (true) rather than turned into a message; a failure to throw.
+}  // namespace
+bool scope_down(node& n, process& p, signal_payload& sig);
+void throw_scope_failure(process& p);
+namespace {
+
 // Applies one signal to a live process. May mark it dying.
 void apply_signal(node& n, process& p, signal_envelope* s) {
   std::unique_ptr<envelope, envelope_deleter> owned(s);
@@ -229,6 +237,7 @@ void apply_signal(node& n, process& p, signal_envelope* s) {
   signal_payload& sig = s->s;
   switch (s->signal) {
     case sig_down:
+      if (p.rel && !p.rel->scopes.empty() && scope_down(n, p, sig)) return;
       // Only monitors still held produce a message (demonitor wins).
       if (p.rel && p.rel->monitors.remove(sig.ref))
         p.mbox.append(make_envelope(down{sig.ref, sig.from, std::move(sig.reason)}));
@@ -300,7 +309,8 @@ struct resource_envelope final : envelope {
 void adopt(process& p, envelope* e) noexcept {
   auto* re = static_cast<resource_envelope*>(e);
   try {
-    p.relations().resources.push_back({re->r, re->gen});
+    process_relations& rel = p.relations();
+    rel.resources.push_back({re->r, re->gen, std::uint32_t(rel.scopes.size())});
     re->adopted = true;
   } catch (...) {
     // No memory to hold it: released (by destroy) rather than leaked.
@@ -374,6 +384,7 @@ bool drain_slow(node& n, process& p, on_exit_signal mode = on_exit_signal::unwin
     }
     e = next;
   }
+  if (mode == on_exit_signal::unwind && p.rel && !p.rel->scopes.empty()) throw_scope_failure(p);
   return true;
 }
 
@@ -906,7 +917,7 @@ void own_resource(resource* r, std::uint32_t gen) {
   process& p = self_or_throw("own_resource");
   runtime_call in_runtime(&p);
   process_relations& rel = p.relations();
-  rel.resources.push_back({r, gen});
+  rel.resources.push_back({r, gen, std::uint32_t(rel.scopes.size())});
   if (rel.resources.size() >= rel.resources_prune_at) {
     pid me = self_pid(*current_node(), p);
     std::erase_if(rel.resources, [me](const resource_entry& e) { return !e.r->held_by(e.gen, me); });
@@ -1402,3 +1413,192 @@ bool preemptible() noexcept {
 }
 
 }  // namespace ember
+
+// ------------------------------------------------------------------ scopes
+//
+// ember::scope (include/ember/core/scope.hpp). A scope is a resource of
+// its process (so a process that dies without unwinding still kills the
+// children: do_exit releases it) and an entry on the process's scope
+// stack, which apply_signal consults for every down: a child's down is
+// taken by its scope and never becomes a message. Children are spawned
+// with spawn_monitor semantics; the scope kills them (exit kill) when it
+// ends or when one of them fails, and then waits for their downs, so a
+// scope that has ended has no child left.
+namespace ember::detail {
+
+struct scope_state final : resource {
+  struct child {
+    monitor_ref ref;
+    pid id;
+  };
+  process* owner = nullptr;
+  pid owner_pid;
+  std::uint32_t depth = 0;     // 1: the process's outermost scope
+  std::vector<child> running;  // watched
+  std::vector<child> stopping; // killed by the scope; their downs awaited
+  exit_reason failure;
+  pid failed_child;
+  bool failed = false;
+  bool thrown = false;         // the failure was thrown to the process once
+  bool open = true;
+
+  // The owner exits with the scope still open (its destructor never ran).
+  void release(std::uint32_t) noexcept override {
+    if (node* n = current_node()) kill_all(*n);
+  }
+  bool held_by(std::uint32_t, pid p) const noexcept override { return open && p == owner_pid; }
+
+  void kill_all(node& n) noexcept {
+    for (const child& c : running) {
+      deliver(n, c.id, make_signal(sig_exit, {owner_pid, {}, exit_reason::kill(), false, 0}));
+      try {
+        stopping.push_back(c);
+      } catch (...) {
+        // No memory: its down will not be awaited (it is killed all the same).
+      }
+    }
+    running.clear();
+  }
+};
+
+namespace {
+
+bool remove_child(std::vector<scope_state::child>& v, monitor_ref ref, pid* who) {
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (v[i].ref == ref) {
+      if (who) *who = v[i].id;
+      v[i] = v.back();
+      v.pop_back();
+      return true;
+    }
+  }
+  return false;
+}
+
+[[noreturn]] void throw_failure(scope_state& st) {
+  st.thrown = true;
+  throw scope_error("scope: child " + st.failed_child.to_string() + " failed: " + st.failure.to_string(), st.failure,
+                    st.failed_child);
+}
+
+scope_state& check_scope(scope_state* st, process& p, const char* call) {
+  if (!st || st->owner != &p || !st->open)
+    throw error(errc::invalid_argument, std::string("scope: ") + call + " from a process that does not own the scope");
+  return *st;
+}
+
+}  // namespace
+
+bool scope_down(node& n, process& p, signal_payload& sig) {
+  for (auto it = p.rel->scopes.rbegin(); it != p.rel->scopes.rend(); ++it) {
+    scope_state& st = **it;
+    pid who;
+    if (remove_child(st.stopping, sig.ref, &who)) {
+      p.rel->monitors.remove(sig.ref);
+      return true;
+    }
+    if (remove_child(st.running, sig.ref, &who)) {
+      p.rel->monitors.remove(sig.ref);
+      if (!sig.reason.is_normal() && !st.failed) {
+        st.failed = true;
+        st.failed_child = who;
+        st.failure = std::move(sig.reason);
+        st.kill_all(n);  // the others are cancelled at once
+      }
+      return true;
+    }
+  }
+  return false;
+}
+
+void throw_scope_failure(process& p) {
+  // The outermost failed scope: its failure unwinds the inner ones too.
+  for (scope_state* st : p.rel->scopes)
+    if (st->failed && !st->thrown) throw_failure(*st);
+}
+
+scope_state* scope_open() {
+  process& p = self_or_throw("ember::scope");
+  runtime_call in_runtime(&p);
+  node& n = *current_node();
+  process_relations& rel = p.relations();
+  auto* st = new scope_state();
+  st->owner = &p;
+  st->owner_pid = self_pid(n, p);
+  st->depth = std::uint32_t(rel.scopes.size() + 1);
+  try {
+    rel.resources.push_back({st, 0, std::uint32_t(rel.scopes.size())});
+    rel.scopes.push_back(st);
+  } catch (...) {
+    if (!rel.resources.empty() && rel.resources.back().r == st) rel.resources.pop_back();
+    delete st;
+    throw;
+  }
+  return st;
+}
+
+pid scope_spawn(scope_state* st, process_body* body, const spawn_options& opts) {
+  std::unique_ptr<process_body> owned(body);
+  process& p = self_or_throw("scope::spawn");
+  check_scope(st, p, "spawn");
+  runtime_call in_runtime(&p);
+  if (st->failed) throw_failure(*st);
+  // No yield between the spawn and the record below (a yield drains the
+  // mailbox, where the child's down may already be).
+  p.reductions = 0;
+  st->running.reserve(st->running.size() + 1);
+  spawned s = spawn_body(nullptr, owned.release(), opts, spawn_link_mode::monitor);
+  st->running.push_back({s.ref, s.id});
+  return s.id;
+}
+
+void scope_join(scope_state* st) {
+  process& p = self_or_throw("scope::join");
+  check_scope(st, p, "join");
+  runtime_call in_runtime(&p);
+  node& n = *current_node();
+  for (;;) {
+    if (st->failed) throw_failure(*st);
+    if (st->running.empty() && st->stopping.empty()) return;
+    if (!drain(n, p)) suspend(p, suspend_reason::wait);
+  }
+}
+
+std::size_t scope_running(const scope_state* st) noexcept { return st ? st->running.size() : 0; }
+
+void scope_close(scope_state* st) noexcept {
+  process* pp = current_process();
+  if (!st || !pp || st->owner != pp) return;  // not on its process: cannot happen for a stack object
+  process& p = *pp;
+  runtime_call in_runtime(&p);
+  node& n = *current_node();
+  st->kill_all(n);
+  // Wait for the children's downs. Never throws: exit signals are left
+  // pending (report mode), and a dying process stops waiting.
+  while (!st->stopping.empty() && !dying(p)) {
+    if (p.mbox.incoming_empty()) {
+      suspend(p, suspend_reason::wait);
+      continue;
+    }
+    try {
+      drain_slow(n, p, on_exit_signal::report);
+    } catch (...) {
+      break;  // cannot happen in report mode; never leave a destructor by throwing
+    }
+  }
+  st->open = false;
+  process_relations& rel = *p.rel;
+  pid me = st->owner_pid;
+  // What was acquired in this scope (and is still ours), newest first.
+  while (!rel.resources.empty() && rel.resources.back().depth >= st->depth) {
+    resource_entry e = rel.resources.back();
+    rel.resources.pop_back();
+    if (e.r->held_by(e.gen, me)) e.r->release(e.gen);
+  }
+  std::erase_if(rel.resources, [st](const resource_entry& e) { return e.r == st; });
+  if (!rel.scopes.empty() && rel.scopes.back() == st) rel.scopes.pop_back();
+  else std::erase(rel.scopes, st);
+  delete st;
+}
+
+}  // namespace ember::detail

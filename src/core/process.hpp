@@ -70,7 +70,9 @@ struct resource {
 struct resource_entry {
   resource* r;
   std::uint32_t gen;
+  std::uint32_t depth;  // how many scopes were open when it was acquired
 };
+struct scope_state;
 
 // The scheduler's side of every switch: where a suspending process returns.
 struct switch_point {
@@ -220,6 +222,8 @@ struct process_relations {
   // when the list doubles.
   std::vector<resource_entry> resources;
   std::size_t resources_prune_at = 16;
+  // Open ember::scopes, innermost last (scope.hpp; implemented in process.cpp).
+  std::vector<scope_state*> scopes;
 };
 
 struct process {

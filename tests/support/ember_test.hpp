@@ -317,6 +317,7 @@ inline std::string errc_name(ember::errc c) {
     case ember::errc::io_failed: return "io_failed";
     case ember::errc::timed_out: return "timed_out";
     case ember::errc::closed: return "closed";
+    case ember::errc::child_failed: return "child_failed";
   }
   return "errc " + std::to_string(int(c));
 }

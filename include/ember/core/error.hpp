@@ -27,6 +27,7 @@ enum class errc : std::uint8_t {
   io_failed,          // a socket or file operation failed (net::net_error: errno and address)
   timed_out,          // a socket operation's timeout passed
   closed,             // the peer closed the connection (read_exact, read_line), or the socket is closed
+  child_failed,       // a child of an ember::scope ended abnormally (scope_error)
 };
 
 class error : public std::runtime_error {
