@@ -21,3 +21,4 @@
 #include "ember/otp/application.hpp"
 #include "ember/io/net.hpp"
 #include "ember/core/scope.hpp"
+#include "ember/io/file.hpp"

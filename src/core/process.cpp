@@ -433,6 +433,13 @@ void do_exit(node& n, process& p, exit_reason reason) noexcept {
   p.mbox.private_count = 0;
 
   if (p.rel) {
+    // Its sockets and files, newest first (see resource.hpp), before anyone
+    // hears of the exit: a supervisor restarting a listener finds its port
+    // free.
+    auto& owned = p.rel->resources;
+    for (auto it = owned.rbegin(); it != owned.rend(); ++it)
+      if (it->r->held_by(it->gen, me)) it->r->release(it->gen);
+    owned.clear();
     for (pid l : p.rel->links.all())
       deliver(n, l, make_signal(sig_exit, {me, {}, reason, true, 0}));
     p.rel->monitored_by.for_each([&](monitor_ref ref, pid watcher) {
@@ -441,11 +448,6 @@ void do_exit(node& n, process& p, exit_reason reason) noexcept {
     p.rel->monitors.for_each([&](monitor_ref ref, pid target) {
       deliver(n, target, make_signal(sig_demonitor, {me, ref, {}, false, 0}));
     });
-    // Its sockets and files, newest first (see resource.hpp).
-    auto& owned = p.rel->resources;
-    for (auto it = owned.rbegin(); it != owned.rend(); ++it)
-      if (it->r->held_by(it->gen, me)) it->r->release(it->gen);
-    owned.clear();
     delete p.rel;
     p.rel = nullptr;
   }

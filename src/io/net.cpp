@@ -96,6 +96,19 @@ address peer_of(int fd) {
   return address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
 }
 
+// The peer as remembered when the connection was made (a reset socket no
+// longer has one), else as the kernel tells it.
+address peer_of(const io_handle& h) {
+  if (h.peer_len) return address::from_sockaddr(reinterpret_cast<const sockaddr*>(h.peer), socklen_t(h.peer_len));
+  return peer_of(h.fd);
+}
+
+void remember_peer(io_handle& h, const sockaddr* sa, socklen_t len) {
+  if (len <= 0 || std::size_t(len) > sizeof h.peer) return;
+  std::memcpy(h.peer, sa, std::size_t(len));
+  h.peer_len = unsigned(len);
+}
+
 address local_of(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
@@ -103,10 +116,17 @@ address local_of(int fd) {
   return address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
 }
 
-// Waits for the handle; a passed deadline is a timed_out error.
-void wait_or_fail(io_handle& h, io_dir d, std::int64_t deadline, const char* op, bool peer) {
-  if (detail::io_wait(h, d, deadline)) return;
-  address a = peer ? peer_of(h.fd) : local_of(h.fd);
+[[noreturn]] void fail_closed(const char* op) {
+  throw net_error(errc::closed, EBADF, std::string("net: ") + op + ": the socket was closed");
+}
+
+// Waits for the handle; a passed deadline is a timed_out error, a close by
+// another process meanwhile a closed one.
+void wait_or_fail(io_handle& h, std::uint32_t gen, io_dir d, std::int64_t deadline, const char* op, bool peer) {
+  bool ready = detail::io_wait(h, d, deadline);
+  if (h.gen.load(std::memory_order_acquire) != gen) fail_closed(op);
+  if (ready) return;
+  address a = peer ? peer_of(h) : local_of(h.fd);
   fail(errc::timed_out, 0, op, &a, "timed out");
 }
 
@@ -357,12 +377,14 @@ stream stream::connect(const address& to, timeout t) {
   int fd = new_socket(to.family(), SOCK_STREAM, "connect", &to);
   io_handle* h = adopt_fd(rt, fd, kind_stream);
   stream s(h, h->gen.load(std::memory_order_relaxed));
+  remember_peer(*h, to.data(), to.size());
   int rc;
   do rc = ::connect(fd, to.data(), to.size());
   while (rc != 0 && errno == EINTR);
   if (rc == 0) return s;
   if (errno != EINPROGRESS && errno != EAGAIN) fail(errc::io_failed, errno, "connect", &to);
-  if (!detail::io_wait(*h, io_dir::write, deadline)) fail(errc::timed_out, 0, "connect", &to, "timed out");
+  std::uint32_t gen = h->gen.load(std::memory_order_relaxed);
+  wait_or_fail(*h, gen, io_dir::write, deadline, "connect", true);
   for (;;) {
     int err = 0;
     socklen_t len = sizeof err;
@@ -373,7 +395,7 @@ stream stream::connect(const address& to, timeout t) {
       socklen_t sl = sizeof ss;
       if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &sl) == 0) return s;
       if (errno != ENOTCONN) fail(errc::io_failed, errno, "connect", &to);
-      if (!detail::io_wait(*h, io_dir::write, deadline)) fail(errc::timed_out, 0, "connect", &to, "timed out");
+      wait_or_fail(*h, gen, io_dir::write, deadline, "connect", true);
       continue;
     }
     fail(errc::io_failed, err, "connect", &to);
@@ -391,11 +413,11 @@ std::size_t stream::read(void* buf, std::size_t n, timeout t) {
     int e = errno;
     if (e == EINTR) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) {
-      address peer = peer_of(h.fd);
+      address peer = peer_of(h);
       fail(errc::io_failed, e, "read", &peer);
     }
     if (deadline < 0) deadline = deadline_of(t);
-    wait_or_fail(h, io_dir::read, deadline, "read", true);
+    wait_or_fail(h, gen_, io_dir::read, deadline, "read", true);
   }
 }
 
@@ -411,18 +433,18 @@ void stream::read_exact(void* buf, std::size_t n, timeout t) {
       continue;
     }
     if (r == 0) {
-      address peer = peer_of(h.fd);
+      address peer = peer_of(h);
       fail(errc::closed, 0, "read_exact", &peer,
            "connection closed after " + std::to_string(got) + " of " + std::to_string(n) + " bytes");
     }
     int e = errno;
     if (e == EINTR) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) {
-      address peer = peer_of(h.fd);
+      address peer = peer_of(h);
       fail(errc::io_failed, e, "read_exact", &peer);
     }
     if (deadline < 0) deadline = deadline_of(t);
-    wait_or_fail(h, io_dir::read, deadline, "read_exact", true);
+    wait_or_fail(h, gen_, io_dir::read, deadline, "read_exact", true);
   }
 }
 
@@ -441,13 +463,21 @@ std::string stream::read_line(timeout t, std::size_t max_length) {
       std::size_t end = std::size_t(static_cast<char*>(nl) - h.buf);
       std::size_t len = end - h.buf_begin;
       if (len > 0 && h.buf[end - 1] == '\r') --len;
+      if (len > max_length) {
+        address peer = peer_of(h);
+        throw error(errc::invalid_argument, "net: read_line " + peer.to_string() + ": a line of " +
+                                                std::to_string(len) + " bytes, longer than " +
+                                                std::to_string(max_length));
+      }
       std::string line(h.buf + h.buf_begin, len);
       h.buf_begin = end + 1;
       if (h.buf_begin == h.buf_end) h.buf_begin = h.buf_end = 0;
       return line;
     }
-    if (h.buf_end - h.buf_begin >= max_length) {
-      address peer = peer_of(h.fd);
+    // Past max_length with no end of line (a "\r" may still end it).
+    std::size_t pending = h.buf_end - h.buf_begin;
+    if (pending > max_length && !(pending == max_length + 1 && h.buf[h.buf_end - 1] == '\r')) {
+      address peer = peer_of(h);
       throw error(errc::invalid_argument, "net: read_line " + peer.to_string() + ": no end of line within " +
                                               std::to_string(max_length) + " bytes");
     }
@@ -461,7 +491,7 @@ std::string stream::read_line(timeout t, std::size_t max_length) {
     }
     if (r == 0) {
       if (h.buf_end == h.buf_begin) {
-        address peer = peer_of(h.fd);
+        address peer = peer_of(h);
         fail(errc::closed, 0, "read_line", &peer, "connection closed");
       }
       std::string rest(h.buf + h.buf_begin, h.buf_end - h.buf_begin);
@@ -471,11 +501,11 @@ std::string stream::read_line(timeout t, std::size_t max_length) {
     int e = errno;
     if (e == EINTR) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) {
-      address peer = peer_of(h.fd);
+      address peer = peer_of(h);
       fail(errc::io_failed, e, "read_line", &peer);
     }
     if (deadline < 0) deadline = deadline_of(t);
-    wait_or_fail(h, io_dir::read, deadline, "read_line", true);
+    wait_or_fail(h, gen_, io_dir::read, deadline, "read_line", true);
   }
 }
 
@@ -492,18 +522,18 @@ void stream::write(std::string_view data, timeout t) {
     int e = errno;
     if (e == EINTR) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) {
-      address peer = peer_of(h.fd);
+      address peer = peer_of(h);
       fail(errc::io_failed, e, "write", &peer);
     }
     if (deadline < 0) deadline = deadline_of(t);
-    wait_or_fail(h, io_dir::write, deadline, "write", true);
+    wait_or_fail(h, gen_, io_dir::write, deadline, "write", true);
   }
 }
 
 void stream::shutdown(shutdown_how how) {
   io_handle& h = use("shutdown");
   if (::shutdown(h.fd, int(how)) != 0) {
-    address peer = peer_of(h.fd);
+    address peer = peer_of(h);
     fail(errc::io_failed, errno, "shutdown", &peer);
   }
 }
@@ -517,7 +547,7 @@ void stream::set_nodelay(bool on) {
 
 address stream::peer_address() const {
   io_handle& h = use("peer_address");
-  address a = peer_of(h.fd);
+  address a = peer_of(h);
   if (a.empty()) fail(errc::io_failed, errno, "peer_address", nullptr);
   return a;
 }
@@ -560,9 +590,12 @@ stream listener::accept(timeout t) {
   auto& rt = runtime_of("accept");
   std::int64_t deadline = -1;
   for (;;) {
-    int fd = ::accept4(h.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    int fd = ::accept4(h.fd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
       io_handle* c = adopt_fd(rt, fd, kind_stream);
+      remember_peer(*c, reinterpret_cast<sockaddr*>(&ss), len);
       return stream(c, c->gen.load(std::memory_order_relaxed));
     }
     int e = errno;
@@ -572,7 +605,7 @@ stream listener::accept(timeout t) {
       fail(errc::io_failed, e, "accept", &a);
     }
     if (deadline < 0) deadline = deadline_of(t);
-    wait_or_fail(h, io_dir::read, deadline, "accept", false);
+    wait_or_fail(h, gen_, io_dir::read, deadline, "accept", false);
   }
 }
 
@@ -598,7 +631,9 @@ void datagram::send_to(std::string_view data, const address& to, timeout t) {
     if (e == EINTR) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) fail(errc::io_failed, e, "send_to", &to);
     if (deadline < 0) deadline = deadline_of(t);
-    if (!detail::io_wait(h, io_dir::write, deadline)) fail(errc::timed_out, 0, "send_to", &to, "timed out");
+    bool ready = detail::io_wait(h, io_dir::write, deadline);
+    if (h.gen.load(std::memory_order_acquire) != gen_) fail_closed("send_to");
+    if (!ready) fail(errc::timed_out, 0, "send_to", &to, "timed out");
   }
 }
 
@@ -623,7 +658,7 @@ datagram::received datagram::receive_from(timeout t, std::size_t max_size) {
       fail(errc::io_failed, e, "receive_from", &a);
     }
     if (deadline < 0) deadline = deadline_of(t);
-    wait_or_fail(h, io_dir::read, deadline, "receive_from", false);
+    wait_or_fail(h, gen_, io_dir::read, deadline, "receive_from", false);
   }
 }
 

@@ -2,13 +2,19 @@
 // scheduler thread.
 //
 // Readiness, not completion. Every descriptor ember opens is non-blocking
-// and registered once with the runtime's epoll instance, edge-triggered,
-// for both directions. An operation is tried first (read, write, accept);
-// only when the kernel says EAGAIN does the process wait, and then it waits
-// in its mailbox (await_wake, core/resource.hpp): it is suspended, its
-// thread runs other processes, and kill or an exit signal reaches it as
-// anywhere else. io_uring with completion-based reads would save the
-// first try's system call; it is not used yet (see the README).
+// and registered once for both directions: with an epoll instance,
+// edge-triggered (the default), or, when asked for (runtime_options::
+// io_backend, EMBER_IO=io_uring) and the build and kernel allow it, with
+// an io_uring as a multishot poll request (one completion per wake-up of
+// the socket). The io_uring backend is experimental: under load it still
+// loses a wake-up now and then, which the epoll one does not. The choice
+// is made when the runtime starts; stats().io_backend names it.
+// An operation is tried first (read, write, accept); only when the kernel
+// says EAGAIN does the process wait, and then it waits in its mailbox
+// (await_wake, core/resource.hpp): it is suspended, its thread runs other
+// processes, and kill or an exit signal reaches it as anywhere else.
+// io_uring's completion-based reads and writes would save the first try's
+// system call; they are not used yet (see the README).
 //
 // Per descriptor and direction, one atomic word decides who wakes whom:
 //   word = seq << 3 | tag,   tag: idle, ready, waiting, armed, busy,
@@ -29,6 +35,12 @@
 // for the next one (ABA). Spurious wakes are harmless: the operation is
 // simply tried again.
 //
+// io_uring's advantage here is the look without blocking: it reads the
+// completion ring in memory, where epoll_wait(0) is a system call. Its
+// rings are single-consumer: one thread reaps at a time (a try-lock for
+// the look; submissions have their own lock, so the blocked reaper never
+// holds up a socket's registration).
+//
 // Who polls (Go's netpoller): schedulers, never a thread of its own.
 //   - a scheduler about to spin for work, and one in every 61 turns while
 //     busy, polls without blocking; the processes it wakes go to its own
@@ -45,8 +57,9 @@
 
 #include <atomic>
 #include <cstdint>
-#include <mutex>
 #include <memory>
+#include <mutex>
+#include <string>
 #include <vector>
 
 #include "core/process.hpp"
@@ -76,6 +89,11 @@ struct io_handle final : resource {
   char* buf = nullptr;
   std::size_t buf_begin = 0, buf_end = 0, buf_cap = 0;
   int kind = 0;  // the I/O layer's: stream, listener, datagram
+  // The I/O layer's: the peer's address, kept for error messages (after a
+  // reset the kernel no longer tells it).
+  unsigned char peer[128] = {};
+  unsigned peer_len = 0;
+
   io_handle* next_free = nullptr;
 
   void release(std::uint32_t g) noexcept override;
@@ -86,7 +104,8 @@ struct io_handle final : resource {
 
 class io_poller {
  public:
-  explicit io_poller(node& n);
+  // choice: 0 automatic, 1 epoll, 2 io_uring (ember::io_backend).
+  io_poller(node& n, int choice);
   ~io_poller();
   io_poller(const io_poller&) = delete;
   io_poller& operator=(const io_poller&) = delete;
@@ -103,18 +122,25 @@ class io_poller {
   int poll(int timeout_ms) noexcept;
   void interrupt() noexcept;
   std::size_t registered() const noexcept { return registered_.load(std::memory_order_relaxed); }
-  const char* backend() const noexcept { return "epoll"; }
-  int epoll_fd() const noexcept { return epfd_; }
+  const char* backend() const noexcept { return uring_ ? "io_uring" : "epoll"; }
 
   // The blocking poller role (one parked scheduler at a time).
   std::atomic<bool> blocker_taken{false};
 
  private:
   void ready(io_handle& h, io_dir d) noexcept;
+  void ready_mask(io_handle& h, std::uint32_t poll_mask) noexcept;
+  void open_epoll();
+  bool open_uring(std::string* why);
+  int poll_uring(int timeout_ms) noexcept;
+  int reap_uring() noexcept;  // with the reaping lock held
+  void uring_submit_poll(io_handle& h, std::uint32_t gen);
 
   node& node_;
   int epfd_ = -1;
   int eventfd_ = -1;
+  struct uring;                 // io_poller.cpp (liburing)
+  uring* uring_ = nullptr;
   std::atomic<std::size_t> registered_{0};
   std::mutex mu_;  // the free list and chunk growth
   io_handle* free_ = nullptr;

@@ -513,7 +513,7 @@ void scheduler::execute(process* p) noexcept {
 // ------------------------------------------------------------------ node
 
 runtime_node::runtime_node(const runtime_options& o)
-    : node(o), os_pid(::getpid()), timers_(*this), blocking_(*this, o.blocking_threads), poller_(*this) {
+    : node(o), os_pid(::getpid()), timers_(*this), blocking_(*this, o.blocking_threads), poller_(*this, int(o.io_backend)) {
   install_fault_handlers();
   if (o.time_slice.count() != 0) preempt_handler_installed = install_preempt_handler();
   if (o.quarantine_dead_heaps) heap_quarantine_enable();

@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "ember/core/error.hpp"
+#include "ember/io/io_error.hpp"
 #include "ember/core/pid.hpp"
 
 namespace ember::detail {
@@ -87,14 +88,8 @@ class address {
 // net_error(io_failed) if it cannot be resolved.
 std::vector<address> resolve(std::string_view host, std::uint16_t port);
 
-class net_error : public ember::error {
- public:
-  net_error(errc code, int sys_errno, const std::string& what) : error(code, what), errno_(sys_errno) {}
-  int sys_errno() const noexcept { return errno_; }  // 0 for timed_out
-
- private:
-  int errno_;
-};
+// The errors of this API (include/ember/io/io_error.hpp).
+using net_error = ember::io_error;
 
 // Names a socket in active-mode messages (compare with stream::id()).
 using socket_id = std::uint64_t;

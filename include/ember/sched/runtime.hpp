@@ -19,6 +19,14 @@
 
 namespace ember {
 
+// How the runtime waits for sockets (see src/sched/io_poller.hpp).
+enum class io_backend {
+  automatic,  // epoll; the environment variable EMBER_IO=epoll|io_uring overrides
+  epoll,
+  io_uring,   // experimental (see the README); refused (invalid_argument) where
+              // the build or the kernel lacks it
+};
+
 struct runtime_options {
   // Scheduler threads; 0 means one per core.
   unsigned schedulers = 0;
@@ -59,6 +67,8 @@ struct runtime_options {
   // Threads of the blocking pool (ember::blocking), started on demand up
   // to this many; more concurrent calls wait their turn. 1 to 4096.
   unsigned blocking_threads = 64;
+  // The I/O poller; stats().io_backend says which one runs.
+  ember::io_backend io_backend = ember::io_backend::automatic;
 };
 
 struct runtime_stats {
