@@ -310,6 +310,7 @@ void adopt(process& p, envelope* e) noexcept {
   auto* re = static_cast<resource_envelope*>(e);
   try {
     process_relations& rel = p.relations();
+    global_heap_scope runtime_owned;  // as the relations themselves
     rel.resources.push_back({re->r, re->gen, std::uint32_t(rel.scopes.size())});
     re->adopted = true;
   } catch (...) {
@@ -919,6 +920,7 @@ void own_resource(resource* r, std::uint32_t gen) {
   process& p = self_or_throw("own_resource");
   runtime_call in_runtime(&p);
   process_relations& rel = p.relations();
+  global_heap_scope runtime_owned;  // as the relations themselves
   rel.resources.push_back({r, gen, std::uint32_t(rel.scopes.size())});
   if (rel.resources.size() >= rel.resources_prune_at) {
     pid me = self_pid(*current_node(), p);

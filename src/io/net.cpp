@@ -382,7 +382,9 @@ stream stream::connect(const address& to, timeout t) {
   do rc = ::connect(fd, to.data(), to.size());
   while (rc != 0 && errno == EINTR);
   if (rc == 0) return s;
-  if (errno != EINPROGRESS && errno != EAGAIN) fail(errc::io_failed, errno, "connect", &to);
+  // EAGAIN is not "in progress": no local port left (TCP), or the
+  // listener's queue is full (Unix); no event would ever end the wait.
+  if (errno != EINPROGRESS) fail(errc::io_failed, errno, "connect", &to);
   std::uint32_t gen = h->gen.load(std::memory_order_relaxed);
   wait_or_fail(*h, gen, io_dir::write, deadline, "connect", true);
   for (;;) {
