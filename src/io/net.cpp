@@ -391,7 +391,7 @@ stream stream::connect(const address& to, timeout t) {
     int err = 0;
     socklen_t len = sizeof err;
     ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err == 0) {
+    if (err == 0 || err == EINPROGRESS || err == EALREADY) {
       // Writable with no error can also be a spurious wake: connected?
       sockaddr_storage ss;
       socklen_t sl = sizeof ss;

@@ -204,11 +204,18 @@ void scheduler::hand_off_next() noexcept {
   // Unpinned, it may resume on another thread (see preempt.cpp on TLS).
   while (pinned_head_) {
     process* q = pinned_head_;
-    if (!rq.push(q)) return;
-    pinned_head_ = q->run_link;
-    if (!pinned_head_) pinned_tail_ = nullptr;
+    process* rest = q->run_link;
+    // Unpinned before it is published: once in the ring another thread may
+    // steal and run it at once (ThreadSanitizer saw that race).
     q->run_link = nullptr;
     q->pinned = false;
+    if (!rq.push(q)) {
+      q->pinned = true;  // ring full: it stays pinned, unseen by others
+      q->run_link = rest;
+      return;
+    }
+    pinned_head_ = rest;
+    if (!pinned_head_) pinned_tail_ = nullptr;
   }
 }
 
