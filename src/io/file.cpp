@@ -22,6 +22,7 @@
 #include <mutex>
 #include <vector>
 
+#include "core/preempt.hpp"
 #include "core/resource.hpp"
 #include "ember/core/process.hpp"
 #include "ember/sched/blocking.hpp"
@@ -62,7 +63,7 @@ file_state* pool_free = nullptr;
 std::vector<std::unique_ptr<file_state[]>>* pool_chunks = new std::vector<std::unique_ptr<file_state[]>>();
 
 file_state* pool_get() {
-  std::lock_guard lock(pool_mu);
+  ember::detail::locked_hold<std::mutex> lock(pool_mu);
   if (!pool_free) {
     ember::global_heap_scope runtime_owned;
     constexpr int n = 64;
@@ -80,7 +81,7 @@ file_state* pool_get() {
 }
 
 void pool_put(file_state* s) noexcept {
-  std::lock_guard lock(pool_mu);
+  ember::detail::locked_hold<std::mutex> lock(pool_mu);
   s->next_free = pool_free;
   pool_free = s;
 }

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "core/node.hpp"
+#include "core/preempt.hpp"
 #include "core/resource.hpp"
 #include "ember/core/error.hpp"
 #include "ember/core/heap.hpp"
@@ -186,7 +187,7 @@ io_poller::~io_poller() {
 
 void io_poller::uring_submit_poll(io_handle& h, std::uint32_t gen) {
 #if defined(EMBER_HAVE_URING)
-  std::lock_guard lock(uring_->submit_mu);
+  locked_hold<std::mutex> lock(uring_->submit_mu);
   io_uring_sqe* sqe = ::io_uring_get_sqe(&uring_->ring);
   if (!sqe) {
     ::io_uring_submit(&uring_->ring);
@@ -220,7 +221,7 @@ void io_poller::uring_submit_poll(io_handle& h, std::uint32_t gen) {
 io_handle* io_poller::open(int fd) {
   io_handle* h;
   {
-    std::lock_guard lock(mu_);
+    locked_hold<std::mutex> lock(mu_);
     if (!free_) {
       // The runtime's, not the calling process's: handles outlive it.
       global_heap_scope runtime_owned;
@@ -306,6 +307,7 @@ void io_poller::close(io_handle& h, std::uint32_t g) noexcept {
       // The poll request holds the file open: remove it, then close. Its
       // last completion (-ECANCELED) may come after the handle is reused:
       // the generation in its tag tells it apart.
+      preempt_hold no_preemption;  // a preempted holder would block its own thread
       std::unique_lock lock(uring_->submit_mu);
       io_uring_sqe* sqe = ::io_uring_get_sqe(&uring_->ring);
       if (!sqe) {
@@ -336,7 +338,7 @@ void io_poller::close(io_handle& h, std::uint32_t g) noexcept {
   h.buf_begin = h.buf_end = h.buf_cap = 0;
   h.on_active = nullptr;
   if (was_registered) registered_.fetch_sub(1, std::memory_order_relaxed);
-  std::lock_guard lock(mu_);
+  locked_hold<std::mutex> lock(mu_);
   h.next_free = free_;
   free_ = &h;
 }
@@ -442,7 +444,7 @@ int io_poller::poll(int timeout_ms) noexcept {
 void io_poller::interrupt() noexcept {
 #if defined(EMBER_HAVE_URING)
   if (uring_) {
-    std::lock_guard lock(uring_->submit_mu);
+    locked_hold<std::mutex> lock(uring_->submit_mu);
     io_uring_sqe* sqe = ::io_uring_get_sqe(&uring_->ring);
     if (!sqe) {
       ::io_uring_submit(&uring_->ring);
