@@ -22,9 +22,11 @@ namespace ember {
 // How the runtime waits for sockets (see src/sched/io_poller.hpp).
 enum class io_backend {
   automatic,  // epoll; the environment variable EMBER_IO=epoll|io_uring overrides
+              // (io_uring where the kernel lacks it: epoll, said on stderr)
   epoll,
-  io_uring,   // experimental (see the README); refused (invalid_argument) where
-              // the build or the kernel lacks it
+  io_uring,   // multishot poll requests; slower than epoll on W11 (see the
+              // README); refused (invalid_argument) where the build or the
+              // kernel lacks it
 };
 
 struct runtime_options {
