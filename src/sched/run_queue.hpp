@@ -36,11 +36,11 @@ class run_queue {
 
   // Owner: takes up to `max` of the oldest entries (for overflow to the
   // shared queue). Returns how many were written to out.
-  std::uint32_t take_half(process** out, std::uint32_t max) noexcept {
+  std::uint32_t take_oldest(process** out, std::uint32_t max) noexcept {
     for (;;) {
       std::uint32_t h = head_.load(std::memory_order_acquire);
       std::uint32_t t = tail_.load(std::memory_order_relaxed);
-      std::uint32_t n = (t - h) / 2;
+      std::uint32_t n = t - h;
       if (n > max) n = max;
       for (std::uint32_t i = 0; i < n; ++i) out[i] = slots_[(h + i) % capacity].load(std::memory_order_relaxed);
       if (head_.compare_exchange_strong(h, h + n, std::memory_order_acq_rel)) return n;

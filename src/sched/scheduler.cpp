@@ -142,6 +142,26 @@ process* shared_queue::pop() noexcept {
   return p;
 }
 
+process* shared_queue::pop_batch(run_queue& into, std::uint32_t max) noexcept {
+  if (empty()) return nullptr;
+  std::lock_guard lock(mu_);
+  process* first = head_;
+  if (!first) return nullptr;
+  head_ = first->run_link;
+  std::uint32_t n = 1;
+  while (head_ && n < max) {
+    process* p = head_;
+    if (!into.push(p)) break;  // full: it stays here
+    head_ = p->run_link;
+    p->run_link = nullptr;
+    ++n;
+  }
+  if (!head_) tail_ = nullptr;
+  size_.fetch_sub(n, std::memory_order_relaxed);
+  first->run_link = nullptr;
+  return first;
+}
+
 // ------------------------------------------------------------- scheduler
 
 scheduler::scheduler(runtime_node& r, unsigned i, bool is_spare)
@@ -157,11 +177,18 @@ void scheduler::join() {
 
 void scheduler::push_back(process* p) noexcept {
   if (!rq.push(p)) {
-    // Ring full: move half of it, and p, to the global queue (Go's runqputslow).
-    process* batch[run_queue::capacity / 2 + 1];
-    std::uint32_t n = rq.take_half(batch, run_queue::capacity / 2);
-    batch[n++] = p;
-    rt.global.push_batch(batch, n);
+    // Ring full: move half of it, and p, to the global queue (Go's
+    // runqputslow), in pieces: this may run on a process's small stack.
+    constexpr std::uint32_t piece = 64;
+    process* batch[piece + 1];
+    for (std::uint32_t moved = 0; moved < run_queue::capacity / 2;) {
+      std::uint32_t n = rq.take_oldest(batch, piece);
+      if (n == 0) break;
+      moved += n;
+      rt.global.push_batch(batch, n);
+    }
+    batch[0] = p;
+    rt.global.push_batch(batch, 1);
   }
   rt.wake_if_needed();
 }
@@ -270,13 +297,22 @@ process* scheduler::take_next() noexcept {
   return nullptr;
 }
 
+process* scheduler::take_global() noexcept {
+  // Go's globrunqget: one turn a batch, a fair share of the queue (at most
+  // half a ring). One process per 61 turns left a ring that overflowed
+  // under many sockets starving what it had spilled there (W11's tail).
+  std::size_t share = rt.global.size() / rt.primaries() + 1;
+  std::uint32_t max = std::uint32_t(std::min<std::size_t>(share, run_queue::capacity / 2));
+  return rt.global.pop_batch(rq, max);
+}
+
 process* scheduler::local_work() noexcept {
   // Every 61st turn the queues nobody else drains come first, so that a
   // busy ring cannot starve them: the global queue, and the inbox of
   // processes spawned onto this scheduler.
   if (++tick_ % 61 == 0) {
     rt.poll_io();  // sockets that became ready (see io_poller.hpp)
-    if (process* p = rt.global.pop()) return p;
+    if (process* p = take_global()) return p;
     if (process* p = inbox.pop()) return p;
   }
   if (process* p = take_next()) return p;
@@ -286,7 +322,7 @@ process* scheduler::local_work() noexcept {
   if (process* p = rq.pop()) return p;
   if (pinned_head_) return pop_pinned();
   if (process* p = inbox.pop()) return p;
-  return rt.global.pop();
+  return take_global();
 }
 
 void scheduler::push_pinned(process* p) noexcept {
@@ -384,7 +420,7 @@ process* scheduler::find_work() noexcept {
         stop_spinning();
         return p;
       }
-      if (process* p = rt.global.pop()) {
+      if (process* p = take_global()) {
         stop_spinning();
         return p;
       }

@@ -27,6 +27,9 @@ class shared_queue {
   void push(process* p) noexcept;
   void push_batch(process** ps, std::uint32_t n) noexcept;
   process* pop() noexcept;
+  // Pops one and moves up to max - 1 more into `into` (its owner calls).
+  process* pop_batch(run_queue& into, std::uint32_t max) noexcept;
+  std::size_t size() const noexcept { return size_.load(std::memory_order_acquire); }
   bool empty() const noexcept { return size_.load(std::memory_order_acquire) == 0; }
 
  private:
@@ -49,6 +52,8 @@ class scheduler {
   // Owner-thread operations.
   void push_next(process* p) noexcept;
   void push_back(process* p) noexcept;
+  // The global queue's head, and a fair share of the rest into the ring.
+  process* take_global() noexcept;
   // From the preemption signal handler of this scheduler's own thread,
   // while it is blocked outside the program's code: the `next` process and
   // the pinned ones move to the ring, where others can steal them.
@@ -173,6 +178,7 @@ class runtime_node final : public node {
   // Polls I/O without blocking if any descriptor is registered; true if
   // there were events.
   bool poll_io() noexcept { return poller_.registered() != 0 && poller_.poll(0) > 0; }
+  unsigned primaries() const noexcept { return primaries_; }
   bool work_visible() const noexcept;
 
   std::vector<std::unique_ptr<scheduler>> scheds;  // primaries, then spares
