@@ -415,6 +415,7 @@ std::size_t stream::read(void* buf, std::size_t n, timeout t) {
     int e = errno;
     if (e == EINTR) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) {
+      if (h.gen.load(std::memory_order_acquire) != gen_) fail_closed("read");  // closed under us
       address peer = peer_of(h);
       fail(errc::io_failed, e, "read", &peer);
     }
@@ -442,6 +443,7 @@ void stream::read_exact(void* buf, std::size_t n, timeout t) {
     int e = errno;
     if (e == EINTR) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) {
+      if (h.gen.load(std::memory_order_acquire) != gen_) fail_closed("read_exact");  // closed under us
       address peer = peer_of(h);
       fail(errc::io_failed, e, "read_exact", &peer);
     }
@@ -503,6 +505,7 @@ std::string stream::read_line(timeout t, std::size_t max_length) {
     int e = errno;
     if (e == EINTR) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) {
+      if (h.gen.load(std::memory_order_acquire) != gen_) fail_closed("read_line");  // closed under us
       address peer = peer_of(h);
       fail(errc::io_failed, e, "read_line", &peer);
     }
@@ -524,6 +527,7 @@ void stream::write(std::string_view data, timeout t) {
     int e = errno;
     if (e == EINTR) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) {
+      if (h.gen.load(std::memory_order_acquire) != gen_) fail_closed("write");  // closed under us
       address peer = peer_of(h);
       fail(errc::io_failed, e, "write", &peer);
     }
@@ -603,6 +607,7 @@ stream listener::accept(timeout t) {
     int e = errno;
     if (e == EINTR || e == ECONNABORTED || e == EPROTO) continue;  // that connection is gone: the next
     if (e != EAGAIN && e != EWOULDBLOCK) {
+      if (h.gen.load(std::memory_order_acquire) != gen_) fail_closed("accept");  // closed under us
       address a = local_of(h.fd);
       fail(errc::io_failed, e, "accept", &a);
     }
@@ -631,7 +636,10 @@ void datagram::send_to(std::string_view data, const address& to, timeout t) {
     if (r >= 0) return;
     int e = errno;
     if (e == EINTR) continue;
-    if (e != EAGAIN && e != EWOULDBLOCK) fail(errc::io_failed, e, "send_to", &to);
+    if (e != EAGAIN && e != EWOULDBLOCK) {
+      if (h.gen.load(std::memory_order_acquire) != gen_) fail_closed("send_to");  // closed under us
+      fail(errc::io_failed, e, "send_to", &to);
+    }
     if (deadline < 0) deadline = deadline_of(t);
     bool ready = detail::io_wait(h, io_dir::write, deadline);
     if (h.gen.load(std::memory_order_acquire) != gen_) fail_closed("send_to");
@@ -656,6 +664,7 @@ datagram::received datagram::receive_from(timeout t, std::size_t max_size) {
     int e = errno;
     if (e == EINTR) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) {
+      if (h.gen.load(std::memory_order_acquire) != gen_) fail_closed("receive_from");  // closed under us
       address a = local_of(h.fd);
       fail(errc::io_failed, e, "receive_from", &a);
     }
