@@ -9,15 +9,15 @@
 //
 // The protocol is lines: "/nick NAME", "/join ROOM", "/who", "/quit"; any
 // other line goes to everyone in the room as "[ROOM] NICK: text". Replies
-// start with "* ", errors with "! ".
-#include <ember/ember.hpp>
+// start with "* ", errors with "! ". The server's parts are in
+// chat_server.hpp (the demo runs them too).
+#include "chat_server.hpp"  // rooms, the directory, the connection handler
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <future>
 #include <map>
-#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -25,163 +25,7 @@
 
 namespace net = ember::net;
 using namespace std::chrono_literals;
-
-// ------------------------------------------------------------------ rooms
-
-struct join { ember::pid who; std::string nick; };  // call -> bool (again: a new nick)
-struct leave { ember::pid who; };                  // cast
-struct say { std::string nick, text; };            // cast: to everyone in the room
-struct who_is_here {};                             // call -> "* in ROOM: a, b"
-struct chat_line { std::string text; };            // room -> member: write this line
-
-// A room knows its members by pid and monitors them: a member that dies
-// (a crash, a dropped connection) is forgotten without anybody telling it.
-struct room {
-  struct member { std::string nick; ember::monitor_ref ref; };
-  std::string name;
-  std::map<ember::pid, member> members;
-
-  explicit room(std::string n) : name(std::move(n)) {}
-  void handle_call(ember::message& request, ember::from from) {
-    ember::dispatch(request,
-        [&](const join& j) {
-          auto [it, added] = members.try_emplace(j.who);
-          if (added) it->second.ref = ember::monitor(j.who);
-          it->second.nick = j.nick;
-          ember::reply(from, true);
-        },
-        [&](who_is_here) {
-          std::set<std::string> nicks;
-          for (auto& [pid, m] : members) nicks.insert(m.nick);
-          std::string text = "* in " + name + ":";
-          for (auto& n : nicks) text += (text.back() == ':' ? " " : ", ") + n;
-          ember::reply(from, text);
-        });
-  }
-  void handle_cast(ember::message& m) {
-    ember::dispatch(m,
-        [&](const leave& l) {
-          if (auto it = members.find(l.who); it != members.end()) {
-            ember::demonitor(it->second.ref, true);
-            members.erase(it);
-          }
-        },
-        [&](const say& s) {  // one sender's lines reach every member in the order said
-          chat_line line{"[" + name + "] " + s.nick + ": " + s.text};
-          for (auto& [pid, m] : members) ember::send(pid, line);
-        });
-  }
-  void handle_info(ember::message& m) {
-    if (auto* d = m.get_if<ember::down>()) members.erase(d->who);
-  }
-};
-
-struct open_room { std::string name; };  // call -> the room's pid
-
-// A room registers itself as "room:NAME", so finding one is a whereis.
-// Creating one goes through this single process, so that two clients
-// joining a new room at once cannot start it twice. Rooms are temporary
-// children: one that crashes is started afresh by the next /join.
-struct directory {
-  void handle_call(ember::message& request, ember::from from) {
-    ember::dispatch(request, [&](const open_room& r) {
-      std::string registered = "room:" + r.name;
-      ember::pid p = ember::whereis(registered);
-      if (!p) p = ember::dynamic_supervisor::start_child("room_sup", [name = r.name, registered] {
-        return ember::gen_server::start_link<room>(ember::gen_server::options{.name = registered}, name);
-      });
-      ember::reply(from, p);
-    });
-  }
-};
-
-// ------------------------------------------------------------ connections
-
-// One process per connection. It waits for two kinds of input at once, its
-// client's lines and its room's broadcasts, so it reads the socket in active
-// mode: set_active_once() makes the next bytes a socket_data message, and a
-// single receive takes whichever comes first.
-class connection {
- public:
-  explicit connection(net::stream s) : conn_(std::move(s)) {}
-
-  void run() {
-    write_line("* welcome: /nick NAME, /join ROOM, /who, /quit; other lines talk");
-    conn_.set_active_once();
-    while (ember::receive(
-        [&](net::socket_data d) { return on_data(d.data); },
-        [&](const chat_line& l) { write_line(l.text); return true; },
-        [&](const ember::down&) {  // we monitor only our room: it died
-          room_ = {};
-          write_line("! your room closed; /join again");
-          return true;
-        },
-        [&](const net::socket_closed&) { return false; },
-        [&](const net::socket_error&) { return false; })) {
-    }
-  }  // returning closes the socket; the room's monitor drops us
-
- private:
-  // Data comes in chunks, not lines: keep the unfinished tail. (The spawn's
-  // max_heap_bytes bounds it against a client that never sends "\n".)
-  bool on_data(const std::string& data) {
-    pending_ += data;
-    for (std::size_t nl; (nl = pending_.find('\n')) != std::string::npos;) {
-      std::string line = pending_.substr(0, nl);
-      pending_.erase(0, nl + 1);
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      if (!on_line(line)) return false;
-    }
-    conn_.set_active_once();  // ready for the next chunk
-    return true;
-  }
-
-  bool on_line(const std::string& line) {
-    std::size_t space = line.find(' ');
-    std::string cmd = line.substr(0, space), arg = space == std::string::npos ? "" : line.substr(space + 1);
-    if (cmd == "/quit") {
-      write_line("* bye");
-      return false;
-    } else if (cmd == "/crash") {  // hidden: shows that a crash stays in this process
-      throw std::runtime_error("crash requested by " + nick_);
-    } else if (cmd == "/nick" && !arg.empty()) {
-      nick_ = arg;
-      if (room_) ember::gen_server::call<bool>(room_, join{ember::self(), nick_});
-      write_line("* you are " + nick_);
-    } else if (cmd == "/join" && !arg.empty()) {
-      enter(arg);
-    } else if (line.starts_with("/") && cmd != "/who") {
-      write_line("! unknown command or missing argument: " + line);
-    } else if (!room_) {
-      write_line("! join a room first");
-    } else if (cmd == "/who") {
-      write_line(ember::gen_server::call<std::string>(room_, who_is_here{}));
-    } else {
-      ember::gen_server::cast(room_, say{nick_, line});
-    }
-    return true;
-  }
-
-  void enter(const std::string& name) {
-    if (room_) {
-      ember::gen_server::cast(room_, leave{ember::self()});
-      ember::demonitor(room_ref_, true);
-    }
-    room_ = ember::gen_server::call<ember::pid>("rooms", open_room{name});
-    room_ref_ = ember::monitor(room_);
-    ember::gen_server::call<bool>(room_, join{ember::self(), nick_});
-    write_line("* joined " + name);
-  }
-
-  // A client that stops reading is dropped (the timeout ends this process)
-  // rather than holding its handler, and its room's messages, for ever.
-  void write_line(const std::string& text) { conn_.write(text + "\n", 10s); }
-
-  net::stream conn_;
-  std::string pending_, nick_ = "guest";
-  ember::pid room_;
-  ember::monitor_ref room_ref_;
-};
+using chat::connection;
 
 void accept_loop(net::listener listener) {
   for (;;) {
@@ -325,7 +169,7 @@ int main(int argc, char** argv) {
                          {.name = "room_sup"}); },
        .shutdown = ember::supervisor::shutdown_policy::infinity(),
        .type = ember::supervisor::child_type::supervisor},
-      ember::supervisor::worker<directory>("rooms", ember::gen_server::options{.name = "rooms"})}}});
+      ember::supervisor::worker<chat::directory<>>("rooms", ember::gen_server::options{.name = "rooms"})}}});
 
   // Sockets are opened in processes: the acceptor, a plain process beside
   // the tree, tells main the port it got.

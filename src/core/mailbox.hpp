@@ -118,11 +118,16 @@ class mailbox {
   envelope* last = nullptr;
   std::size_t private_count = 0;
 
+  // private_count for other threads (observe): as of the owner's last
+  // change, so messages still in `incoming` are not counted.
+  std::atomic<std::uint32_t> published_count{0};
+
   void append(envelope* e) noexcept {
     e->next = nullptr;
     if (last) last->next = e; else first = e;
     last = e;
     ++private_count;
+    published_count.store(std::uint32_t(private_count), std::memory_order_relaxed);
   }
   // Unlinks e, whose predecessor is prev (nullptr if e is first).
   void unlink(envelope* prev, envelope* e) noexcept {
@@ -130,6 +135,7 @@ class mailbox {
     if (last == e) last = prev;
     e->next = nullptr;
     --private_count;
+    published_count.store(std::uint32_t(private_count), std::memory_order_relaxed);
   }
 
  private:

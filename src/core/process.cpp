@@ -41,6 +41,11 @@
 #include "ember/core/scope.hpp"
 #include "ember/core/spawn.hpp"
 
+#if defined(EMBER_TSAN)
+extern "C" void __tsan_ignore_thread_begin();
+extern "C" void __tsan_ignore_thread_end();
+#endif
+
 namespace ember::detail {
 
 constinit __attribute__((tls_model("initial-exec"))) thread_local process* tl_process = nullptr;
@@ -88,6 +93,8 @@ pid self_pid(node& n, const process& p) { return n.table.pid_of(&p); }
 inline void bank_reductions(process& p) {
   p.reductions_done.store(p.reductions_done.load(std::memory_order_relaxed) + p.reductions,
                           std::memory_order_relaxed);
+  if (switch_point* home = p.home)
+    home->reductions.store(home->reductions.load(std::memory_order_relaxed) + p.reductions, std::memory_order_relaxed);
 }
 
 void suspend(process& p, suspend_reason why) {
@@ -150,6 +157,7 @@ void lift_heap_limit(process& p) noexcept {
 void mark_dying(process& p, exit_reason reason) {
   auto& r = p.relations();
   r.dying = true;
+  p.obs_state.store(obs_exiting, std::memory_order_relaxed);
   r.pending_exit = std::move(reason);
 }
 
@@ -213,7 +221,7 @@ bool apply_relation_signal(process& p, const signal_envelope& s) {
 void absorb_for_exit(process& p, envelope* e) noexcept {
   while (e) {
     envelope* next = e->next;
-    if (e->signal != sig_none && e->signal != sig_adopt) {
+    if (e->signal != sig_none && e->signal != sig_adopt && e->signal != sig_inspect) {
       apply_relation_signal(p, *static_cast<signal_envelope*>(e));
     } else if (e->flavor == flavor_call) {
       p.relations().monitored_by.add(monitor_ref{e->alias}, e->caller);
@@ -319,6 +327,42 @@ void adopt(process& p, envelope* e) noexcept {
   e->destroy(e);
 }
 
+// observe::process_info asking a process for its relations: answered by
+// the process itself as it drains its mailbox (its relations are its own
+// thread's), or, destroyed unanswered (it died first), answered "unknown".
+struct inspect_envelope final : envelope {
+  std::shared_ptr<inspect_request> req;
+  explicit inspect_envelope(std::shared_ptr<inspect_request> r) : req(std::move(r)) {
+    signal = sig_inspect;
+    key = nullptr;
+    type = &typeid(inspect_envelope);
+    destroy = [](envelope* e) noexcept {
+      auto* self = static_cast<inspect_envelope*>(e);
+      self->req->finish();
+      delete self;
+    };
+  }
+};
+
+void answer_inspect(process& p, envelope* e) noexcept {
+  auto* ie = static_cast<inspect_envelope*>(e);
+  inspect_request& r = *ie->req;
+  try {
+    global_heap_scope runtime_owned;  // read and freed by the asking thread
+    std::lock_guard lock(r.mu);
+    if (p.rel) {
+      r.links = p.rel->links.all();
+      p.rel->monitors.for_each([&](monitor_ref, pid who) { r.monitors.push_back(who); });
+      p.rel->monitored_by.for_each([&](monitor_ref, pid who) { r.monitored_by.push_back(who); });
+    }
+    r.trap_exit = p.trap_exit;
+    r.known = true;
+  } catch (...) {
+  }
+  r.finish();
+  delete ie;
+}
+
 bool alias_active(const process& p, std::uint64_t alias) noexcept {
   if (!p.rel) return false;
   for (std::uint64_t a : p.rel->aliases)
@@ -373,8 +417,12 @@ bool drain_slow(node& n, process& p, on_exit_signal mode = on_exit_signal::unwin
       // process's heap now, while its heap is current.
       if (e->materialize) e = materialize(e);
       p.mbox.append(e);
+      if (switch_point* home = p.home)
+        home->messages_in.store(home->messages_in.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     } else if (e->signal == sig_adopt) {
       adopt(p, e);
+    } else if (e->signal == sig_inspect) {
+      answer_inspect(p, e);
     } else {
       apply_signal(n, p, static_cast<signal_envelope*>(e));
       if (dying(p)) {
@@ -432,6 +480,7 @@ void do_exit(node& n, process& p, exit_reason reason) noexcept {
   destroy_chain(p.mbox.first);
   p.mbox.first = p.mbox.last = nullptr;
   p.mbox.private_count = 0;
+  p.mbox.published_count.store(0, std::memory_order_relaxed);
 
   if (p.rel) {
     // Its sockets and files, newest first (see resource.hpp), before anyone
@@ -609,6 +658,15 @@ void finalize(node& n, process* p) noexcept {
   p->ctx = nullptr;
   p->stk = nullptr;
   p->trap_exit = false;
+  p->obs_trap_exit.store(false, std::memory_order_relaxed);
+  p->obs_blocking.store(false, std::memory_order_relaxed);
+  p->obs_scheduler.store(-1, std::memory_order_relaxed);
+  p->obs_stack_bytes.store(0, std::memory_order_relaxed);
+  p->obs_run_ns.store(0, std::memory_order_relaxed);
+  p->obs_label.store(nullptr, std::memory_order_relaxed);
+  p->obs_initial.store(nullptr, std::memory_order_relaxed);
+  p->obs_parent.store(0, std::memory_order_relaxed);
+  p->mbox.published_count.store(0, std::memory_order_relaxed);
   p->started = false;
   p->stop_requested = false;
   p->timed_out = false;
@@ -774,6 +832,11 @@ spawned spawn_body(node* n, process_body* body, const spawn_options& opts, spawn
         throw;
       }
     }
+    p->obs_initial.store(&typeid(*owned), std::memory_order_relaxed);
+    p->obs_parent.store(parent ? self_pid(nd, *parent).bits() : 0, std::memory_order_relaxed);
+    // A handler process with nothing to do first waits for its first message.
+    p->obs_state.store(!owned->is_handler || owned->has_init ? obs_runnable : obs_waiting,
+                       std::memory_order_relaxed);
     p->body = owned.release();
     p->stack_request = opts.stack_size;
     p->heap_limit = opts.max_heap_bytes;
@@ -947,6 +1010,18 @@ void give_resource(resource* r, std::uint32_t gen, pid to) {
   disown_resource(r, gen);
   runtime_call in_runtime;
   deliver(n, to, new resource_envelope(r, gen, to));
+}
+
+bool send_inspect(node& n, pid target, std::shared_ptr<inspect_request> req) {
+  if (!n.table.find_alive(target)) return false;
+  envelope* e;
+  {
+    global_heap_scope runtime_owned;  // destroyed by the target, or at its death
+    e = new inspect_envelope(std::move(req));
+  }
+  runtime_call in_runtime;
+  deliver(n, target, e);
+  return true;
 }
 
 void send_envelope(node* n, pid to, envelope* e) {
@@ -1183,6 +1258,7 @@ bool trap_exit(bool on) {
   runtime_call in_runtime(&p);
   bool old = p.trap_exit;
   p.trap_exit = on;
+  p.obs_trap_exit.store(on, std::memory_order_relaxed);
   return old;
 }
 
@@ -1276,6 +1352,7 @@ std::size_t flush() {
   destroy_chain(p.mbox.first);
   p.mbox.first = p.mbox.last = nullptr;
   p.mbox.private_count = 0;
+  p.mbox.published_count.store(0, std::memory_order_relaxed);
   return count;
 }
 
@@ -1396,7 +1473,17 @@ extern "C" void ember_preempt_yield() noexcept {
   std::__once_callable = saved_once_callable;
   std::__once_call = saved_once_call;
 #endif
+#if defined(EMBER_TSAN)
+  // errno is the thread's, and every process of the thread uses it between
+  // its own system call and its check: restoring it here is this process's
+  // business. ThreadSanitizer, which sees each process as a thread of its
+  // own, would call it a race with the next process's read.
+  __tsan_ignore_thread_begin();
   errno = saved_errno;
+  __tsan_ignore_thread_end();
+#else
+  errno = saved_errno;
+#endif
 }
 
 namespace ember {

@@ -38,7 +38,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <typeinfo>
 #include <unordered_map>
 #include <vector>
 
@@ -81,7 +85,14 @@ struct switch_point {
   std::size_t stack_size = 0;
   void* asan_fake = nullptr;
   void* tsan_fiber = nullptr;          // TSan: the scheduler thread's fiber
+  // Counted by the processes it runs (owner thread, relaxed): messages
+  // taken into mailboxes and reductions spent (observe::sample).
+  std::atomic<std::uint64_t> messages_in{0};
+  std::atomic<std::uint64_t> reductions{0};
 };
+
+// observe::process_status values of process::obs_state.
+enum obs_state_value : std::uint8_t { obs_runnable = 0, obs_running, obs_waiting, obs_blocking_call, obs_exiting };
 
 // Why a process switched back to its scheduler.
 enum class suspend_reason : std::uint8_t {
@@ -291,6 +302,17 @@ struct process {
                                   // (reason in rel->pending_exit unless normal)
   std::atomic<bool> timer_target{false};  // some timer may target it
   std::atomic<bool> registered{false};    // the registry may hold a name for it
+  // Observed (observe/introspect.cpp): relaxed stores by whoever changes
+  // them, relaxed loads by a snapshot on any thread.
+  std::atomic<std::uint8_t> obs_state{0};        // observe::process_status
+  std::atomic<bool> obs_blocking{false};         // waiting in ember::blocking
+  std::atomic<bool> obs_trap_exit{false};        // mirrors trap_exit
+  std::atomic<std::int16_t> obs_scheduler{-1};   // where it runs now
+  std::atomic<std::uint32_t> obs_stack_bytes{0};  // stack in use at its last switch
+  std::atomic<std::uint64_t> obs_run_ns{0};      // sampled by the monitor thread
+  std::atomic<const char*> obs_label{nullptr};   // interned (set_label)
+  std::atomic<const std::type_info*> obs_initial{nullptr};  // its body's type
+  std::atomic<std::uint64_t> obs_parent{0};      // pid bits of its spawner
 #if defined(EMBER_ASAN)
   void* asan_fake = nullptr;
 #endif
@@ -304,6 +326,24 @@ struct process {
   }
 };
 
+// observe::process_info's question to a process about its relations
+// (sig_inspect): filled by the process, waited for by the asker.
+struct inspect_request {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  bool known = false;  // answered by the process (not dropped at its death)
+  bool trap_exit = false;
+  std::vector<pid> links, monitors, monitored_by;
+  void finish() noexcept {
+    std::lock_guard lock(mu);
+    done = true;
+    cv.notify_all();
+  }
+};
+// Sends the question (false if the process is not alive).
+bool send_inspect(node& n, pid target, std::shared_ptr<inspect_request> req);
+
 // Signals: runtime envelopes that share the mailbox with messages.
 enum signal_kind : unsigned char {
   sig_none = 0,
@@ -316,6 +356,7 @@ enum signal_kind : unsigned char {
   sig_timeout,
   sig_wake,   // await_wake's token (I/O readiness)
   sig_adopt,  // a resource given to this process (resource_envelope)
+  sig_inspect,  // observe::process_info asks for its relations (inspect_envelope)
 };
 
 struct signal_payload {

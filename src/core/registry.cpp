@@ -42,4 +42,9 @@ std::size_t registry::size() const {
   return by_name_.size();
 }
 
+std::unordered_map<pid, std::string> registry::names_by_pid() const {
+  std::lock_guard lock(mu_);
+  return by_pid_;
+}
+
 }  // namespace ember::detail

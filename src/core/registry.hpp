@@ -20,6 +20,8 @@ class registry {
   bool remove(std::string_view name);
   void remove_pid(pid p);
   std::size_t size() const;
+  // Every registered name by pid (a copy, for observe's tables).
+  std::unordered_map<pid, std::string> names_by_pid() const;
   std::mutex& mutex() const { return mu_; }
 
  private:

@@ -30,6 +30,7 @@ struct running_application::state {
   std::optional<exit_error> start_error;
   std::optional<exit_reason> ended;
   runtime* rt = nullptr;
+  std::string name;
 
   template <class F>
   void update(F f) {
@@ -43,12 +44,37 @@ struct running_application::state {
   }
 };
 
+namespace {
+// Every application started (observe walks them); entries expire with
+// their running_application.
+std::mutex app_list_mu;
+std::vector<std::weak_ptr<running_application::state>> app_list;
+}  // namespace
+
+std::vector<application_root> running_applications(runtime& rt) {
+  std::vector<application_root> out;
+  std::lock_guard lock(app_list_mu);
+  for (auto& w : app_list) {
+    auto s = w.lock();
+    if (!s || s->rt != &rt) continue;
+    std::lock_guard state_lock(s->mu);
+    if (s->started && !s->ended) out.push_back({s->name, s->top});
+  }
+  return out;
+}
+
 running_application start(runtime& rt, application app) {
   if (in_process())
     throw error(errc::invalid_argument,
                 "ember::start(application): call it from outside processes; inside one, use supervisor::start_link");
   auto s = std::make_shared<running_application::state>();
   s->rt = &rt;
+  s->name = app.name;
+  {
+    std::lock_guard lock(app_list_mu);
+    std::erase_if(app_list, [](const auto& w) { return w.expired(); });
+    app_list.push_back(s);
+  }
   pid master = rt.spawn([s, app = std::move(app)]() mutable {
     // Killed (runtime::shutdown), the master still says the application ended.
     struct report_end {

@@ -77,6 +77,15 @@ unsigned blocking_pool::threads() const {
   return unsigned(threads_.size());
 }
 
+blocking_pool::usage_figures blocking_pool::usage() const {
+  std::lock_guard lock(mu_);
+  usage_figures u;
+  u.threads = threads_.size();
+  u.busy = threads_.size() >= idle_ ? threads_.size() - idle_ : 0;
+  u.queued = queue_.size();
+  return u;
+}
+
 void blocking_run(const std::shared_ptr<blocking_job>& job) {
   if (!in_process()) throw error(errc::not_in_process, "blocking: called outside a process");
   std::uint64_t tag;
@@ -87,6 +96,12 @@ void blocking_run(const std::shared_ptr<blocking_job>& job) {
     tag = rt.new_ref();
     rt.blocking().submit(job, self(), tag);
   }
+  // Observed as blocking (not waiting) meanwhile, by observe's tables.
+  struct blocking_mark {
+    process* p = current_process();
+    blocking_mark() { p->obs_blocking.store(true, std::memory_order_relaxed); }
+    ~blocking_mark() { p->obs_blocking.store(false, std::memory_order_relaxed); }
+  } mark;
   receive(when([tag](const blocking_done& d) { return d.tag == tag; }, [](const blocking_done&) {}));
 }
 

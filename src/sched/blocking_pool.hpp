@@ -38,6 +38,10 @@ class blocking_pool {
   void submit(std::shared_ptr<blocking_job> job, pid waiter, std::uint64_t tag);
   void stop() noexcept;
   unsigned threads() const;
+  struct usage_figures {
+    std::size_t threads = 0, busy = 0, queued = 0;
+  };
+  usage_figures usage() const;
 
  private:
   struct entry {

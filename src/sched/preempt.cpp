@@ -450,8 +450,13 @@ void runtime_node::monitor_loop() {
   std::vector<observed> seen(scheds.size());
   const pid_t self_pid = os_pid;
 
+  auto last_look = clock::now();
   while (!monitor_stop_.load(std::memory_order_acquire)) {
     const auto now = clock::now();
+    // Utilization and run time, by sampling: the time since the last look
+    // goes to the schedulers found in a turn and to their processes.
+    const auto since_last = std::uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(now - last_look).count());
+    last_look = now;
     bool running = false;
     for (std::size_t i = 0; i < scheds.size(); ++i) {
       scheduler& s = *scheds[i];
@@ -462,6 +467,9 @@ void runtime_node::monitor_loop() {
         continue;
       }
       running = true;
+      s.busy_ns.store(s.busy_ns.load(std::memory_order_relaxed) + since_last, std::memory_order_relaxed);
+      if (process* p = s.running.load(std::memory_order_relaxed))
+        p->obs_run_ns.fetch_add(since_last, std::memory_order_relaxed);
       if (turn != o.turn) {
         o = {turn, now, now + slice, slice, false};
         continue;
@@ -498,6 +506,7 @@ void runtime_node::monitor_loop() {
     if (idle.load(std::memory_order_seq_cst) >= active.load(std::memory_order_seq_cst) && spinning.load(std::memory_order_seq_cst) == 0 &&
         !monitor_stop_.load(std::memory_order_acquire))
       monitor_word_.wait(word, std::memory_order_acquire);
+    last_look = clock::now();  // the parked time was nobody's
   }
 }
 

@@ -53,6 +53,10 @@ void refuse_inside(detail::node* n, const char* call) {
 }
 }  // namespace
 
+namespace detail {
+runtime_node& runtime_access::of(ember::runtime& rt) noexcept { return impl(rt.node_); }
+}  // namespace detail
+
 runtime::runtime(runtime_options opts) : node_(new detail::runtime_node(checked(opts))) {}
 
 runtime::~runtime() {

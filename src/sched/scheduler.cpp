@@ -151,9 +151,14 @@ process* shared_queue::pop_batch(run_queue& into, std::uint32_t max) noexcept {
   std::uint32_t n = 1;
   while (head_ && n < max) {
     process* p = head_;
-    if (!into.push(p)) break;  // full: it stays here
-    head_ = p->run_link;
+    process* next = p->run_link;
+    // Unlinked before the push: once in the ring it may be stolen and run.
     p->run_link = nullptr;
+    if (!into.push(p)) {
+      p->run_link = next;  // full: it stays here
+      break;
+    }
+    head_ = next;
     ++n;
   }
   if (!head_) tail_ = nullptr;
@@ -298,10 +303,11 @@ process* scheduler::take_next() noexcept {
 }
 
 process* scheduler::take_global() noexcept {
-  // Go's globrunqget: one turn a batch, a fair share of the queue (at most
-  // half a ring). One process per 61 turns left a ring that overflowed
+  // Go's globrunqget: one turn a batch, a share of the queue (half of an
+  // even split, so that other idle schedulers find some; at most half a
+  // ring). One process per 61 turns left a ring that overflowed
   // under many sockets starving what it had spilled there (W11's tail).
-  std::size_t share = rt.global.size() / rt.primaries() + 1;
+  std::size_t share = rt.global.size() / (2 * rt.primaries()) + 1;
   std::uint32_t max = std::uint32_t(std::min<std::size_t>(share, run_queue::capacity / 2));
   return rt.global.pop_batch(rq, max);
 }
@@ -445,12 +451,22 @@ void scheduler::resume(process* p) noexcept {
   eh->uncaught = p->eh_uncaught;
   set_current_process(p);
   sanitizers::start_switch(&home_.asan_fake, p->stk->bottom(), p->stk->usable(), p->stk->tsan_fiber);
+  p->obs_state.store(obs_running, std::memory_order_relaxed);
+  p->obs_scheduler.store(std::int16_t(index), std::memory_order_relaxed);
+  running.store(p, std::memory_order_relaxed);
   turn.store(turn.load(std::memory_order_relaxed) + 1, std::memory_order_release);  // odd: running
   transfer_t t = boost::context::detail::jump_fcontext(p->ctx, &home_);
   turn.store(turn.load(std::memory_order_relaxed) + 1, std::memory_order_release);  // even: between turns
   sanitizers::finish_switch(home_.asan_fake, nullptr, nullptr);
   p->ctx = t.fctx;
   set_current_process(nullptr);
+  p->obs_scheduler.store(-1, std::memory_order_relaxed);
+  p->obs_stack_bytes.store(std::uint32_t(static_cast<const char*>(p->stk->top()) - static_cast<const char*>(t.fctx)),
+                           std::memory_order_relaxed);
+  p->obs_state.store(p->why == suspend_reason::yield || p->why == suspend_reason::preempted ? obs_runnable
+                     : p->why == suspend_reason::exited || p->why == suspend_reason::abandoned ? obs_exiting
+                                                                                               : obs_waiting,
+                     std::memory_order_relaxed);
   if (blocked.load(std::memory_order_relaxed)) rt.scheduler_unblocked(*this);
   p->eh_caught = eh->caught;
   p->eh_uncaught = eh->uncaught;
@@ -510,6 +526,7 @@ void scheduler::execute(process* p) noexcept {
         stack* s = p->stk;
         p->stk = nullptr;
         p->ctx = nullptr;
+        p->obs_stack_bytes.store(0, std::memory_order_relaxed);
         if (p->mbox.try_wait() == mailbox::wait_outcome::waiting) {
           rt.stacks.put(stacks, s);
           return;
@@ -587,6 +604,7 @@ stack_pool::cache* runtime_node::local_stacks() noexcept {
 }
 
 void runtime_node::make_runnable(process* p, int hint) noexcept {
+  p->obs_state.store(obs_runnable, std::memory_order_relaxed);
   scheduler* s = scheduler::current();
   if (s && &s->rt != this) s = nullptr;
   if (hint >= 0) {

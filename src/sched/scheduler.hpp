@@ -66,6 +66,13 @@ class scheduler {
   process_table::slot_cache slots;
   stack_pool::cache stacks;
   std::atomic<std::uint64_t> steals{0};
+  // Observed: the process of the current (or last) turn, and the time
+  // spent in turns, both sampled by the monitor thread (observe::sample).
+  std::atomic<process*> running{nullptr};
+  std::atomic<std::uint64_t> busy_ns{0};
+  // Messages taken into mailboxes and reductions spent by its processes.
+  std::uint64_t messages_in() const noexcept { return home_.messages_in.load(std::memory_order_relaxed); }
+  std::uint64_t reductions_spent() const noexcept { return home_.reductions.load(std::memory_order_relaxed); }
   std::atomic<std::uint64_t> spawned{0};  // written by the owner only
 
   // Preemption (preempt.cpp). turn: odd while a process runs, bumped by
@@ -187,6 +194,7 @@ class runtime_node final : public node {
   std::atomic<int> active{0};         // primaries + active spares
   std::atomic<int> blocked_count{0};  // schedulers marked blocked now
   const pid_t os_pid;
+  const std::chrono::steady_clock::time_point started_at = std::chrono::steady_clock::now();
   bool preempt_handler_installed = false;
 
   // Monitor (preempt.cpp).
@@ -215,6 +223,10 @@ class runtime_node final : public node {
   std::atomic<std::uint64_t> preempt_signals_{0};
   std::atomic<std::uint64_t> schedulers_blocked_{0};
   std::atomic<std::uint64_t> spare_activations_{0};
+};
+
+struct runtime_access {
+  static runtime_node& of(ember::runtime& rt) noexcept;
 };
 
 }  // namespace ember::detail

@@ -17,6 +17,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "ember/core/exit_reason.hpp"
 #include "ember/core/pid.hpp"
@@ -59,5 +60,13 @@ class running_application {
 // reason names the child). Called from outside processes (main); from
 // inside one, start a supervisor with supervisor::start_link instead.
 running_application start(runtime& rt, application app);
+
+// The applications of `rt` that have started and not ended yet, oldest
+// first (observe's supervision tree starts from these).
+struct application_root {
+  std::string name;
+  pid top;
+};
+std::vector<application_root> running_applications(runtime& rt);
 
 }  // namespace ember

@@ -104,6 +104,10 @@ struct runtime_stats {
   const char* io_backend = "";
 };
 
+namespace detail {
+struct runtime_access;  // the node behind a runtime, for the layers above (src/)
+}
+
 class runtime {
  public:
   // Starts the schedulers. Throws error(invalid_argument) for a bad option.
@@ -160,6 +164,7 @@ class runtime {
   runtime_stats stats() const;
 
  private:
+  friend struct detail::runtime_access;
   void send_envelope(pid to, detail::envelope* e);
   void send_envelope(std::string_view name, detail::envelope* e);
   detail::node* node_;
