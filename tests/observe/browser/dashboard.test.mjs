@@ -13,6 +13,8 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 
 const URL = process.env.EMBER_DASHBOARD_URL;
+// The registered name of a supervised process to open, kill and see restarted.
+const TARGET = process.env.EMBER_DASHBOARD_TARGET || 'worker_a';
 const OUT = process.env.EMBER_TEST_OUTPUT || process.cwd();
 const CHROMIUM = process.env.EMBER_CHROMIUM || '/usr/bin/chromium';
 const WAIT = 20_000;           // for the page to show something (a loaded CI machine)
@@ -73,7 +75,7 @@ describe('dashboard page', () => {
     if (browser) await browser.close();
   });
 
-  step('the process table lists the processes, worker_a among them', async () => {
+  step(`the process table lists the processes, ${TARGET} among them`, async () => {
     await page.goto(URL, { waitUntil: 'domcontentloaded' });
     await page.waitForSelector('#process-table tbody tr[data-pid]');
     const rows = await page.locator('#process-table tbody tr[data-pid]').count();
@@ -81,7 +83,7 @@ describe('dashboard page', () => {
     // Show up to 5,000 rows so that worker_a is listed however many
     // processes the program runs.
     await page.selectOption('#limit', '5000');
-    await page.waitForSelector('#process-table tbody tr[data-name="worker_a"]');
+    await page.waitForSelector(`#process-table tbody tr[data-name="${TARGET}"]`);
     const info = await page.textContent('#node-info');
     assert.match(info, /os pid \d+/, `the header shows no node: "${info}"`);
     const processes = await page.textContent('.figure[data-figure="processes"] .value');
@@ -102,20 +104,20 @@ describe('dashboard page', () => {
   });
 
   step('typing in the filter box leaves only the matching processes', async () => {
-    await page.fill('#filter', 'worker_a');
-    await page.waitForSelector('#process-table[data-filter="worker_a"] tbody tr[data-name="worker_a"]');
+    await page.fill('#filter', TARGET);
+    await page.waitForSelector(`#process-table[data-filter="${TARGET}"] tbody tr[data-name="${TARGET}"]`);
     const rows = await page.$$eval('#process-table tbody tr[data-pid]', trs => trs.map(tr => ({
       pid: tr.dataset.pid,
       text: `${tr.dataset.pid} ${tr.querySelector('td[data-col="name"]').textContent}`,
     })));
     assert.ok(rows.length > 0);
     for (const r of rows) {
-      assert.ok(r.text.toLowerCase().includes('worker_a'), `row <${r.pid}> does not match "worker_a": ${r.text}`);
+      assert.ok(r.text.toLowerCase().includes(TARGET.toLowerCase()), `row <${r.pid}> does not match "${TARGET}": ${r.text}`);
     }
   });
 
-  step('clicking worker_a opens its detail: pid, status, links', async () => {
-    const row = page.locator('#process-table tbody tr[data-name="worker_a"]').first();
+  step(`clicking ${TARGET} opens its detail: pid, status, links`, async () => {
+    const row = page.locator(`#process-table tbody tr[data-name="${TARGET}"]`).first();
     const pid = await row.getAttribute('data-pid');
     await row.click();
     await page.waitForSelector(`#detail[data-state="alive"][data-pid="${pid}"]`);
@@ -124,13 +126,13 @@ describe('dashboard page', () => {
     assert.ok(STATUSES.includes(status), `status "${status}"`);
     const links = await page.$$eval('#detail dd[data-field="links"] .pid-link', bs => bs.map(b => b.dataset.pid));
     assert.ok(links.length > 0,
-      `worker_a shows no links (its supervisor links to it): "${await page.textContent('#detail dd[data-field="links"]')}"`);
+      `${TARGET} shows no links (its supervisor links to it): "${await page.textContent('#detail dd[data-field="links"]')}"`);
     assert.equal(await page.getAttribute(`#process-table tbody tr[data-pid="${pid}"]`, 'aria-selected'), 'true');
     seen.pid = pid;
     seen.links = links;
   });
 
-  step('Kill asks for confirmation, and the supervisor restarts worker_a under a new pid', async () => {
+  step(`Kill asks for confirmation, and the supervisor restarts ${TARGET} under a new pid`, async () => {
     let dialog = null;
     page.once('dialog', async d => {
       dialog = { type: d.type(), message: d.message() };
@@ -141,24 +143,24 @@ describe('dashboard page', () => {
     assert.ok(dialog, 'Kill asked for no confirmation');
     assert.equal(dialog.type, 'confirm');
     assert.ok(dialog.message.includes(seen.pid), `the confirmation does not name <${seen.pid}>: ${dialog.message}`);
-    const handle = await page.waitForFunction(old => {
-      const tr = document.querySelector('#process-table tbody tr[data-name="worker_a"]');
+    const handle = await page.waitForFunction(([old, target]) => {
+      const tr = document.querySelector(`#process-table tbody tr[data-name="${target}"]`);
       return tr && tr.dataset.pid !== old ? tr.dataset.pid : null;
-    }, seen.pid, { timeout: RESTART_WAIT, polling: 100 });
+    }, [seen.pid, TARGET], { timeout: RESTART_WAIT, polling: 100 });
     seen.newPid = await handle.jsonValue();
     assert.notEqual(seen.newPid, seen.pid);
   });
 
-  step('the supervision tree shows worker_a under its supervisor', async () => {
-    const handle = await page.waitForFunction(pid => {
-      const li = document.querySelector(`#tree li[data-child="worker_a"][data-pid="${pid}"]`);
+  step(`the supervision tree shows ${TARGET} under its supervisor`, async () => {
+    const handle = await page.waitForFunction(([pid, target]) => {
+      const li = document.querySelector(`#tree li[data-child="${target}"][data-pid="${pid}"]`);
       const parent = li && li.parentElement.closest('li');
       return parent ? { supervisor: parent.dataset.supervisor, pid: parent.dataset.pid, child: parent.dataset.child } : null;
-    }, seen.newPid, { polling: 100 });
+    }, [seen.newPid, TARGET], { polling: 100 });
     const parent = await handle.jsonValue();
-    assert.equal(parent.supervisor, 'true', `worker_a is under "${parent.child}", not a supervisor`);
+    assert.equal(parent.supervisor, 'true', `${TARGET} is under "${parent.child}", not a supervisor`);
     assert.ok(seen.links.includes(parent.pid),
-      `worker_a's supervisor <${parent.pid}> (${parent.child}) is not among its links ${seen.links.join(', ')}`);
+      `${TARGET}'s supervisor <${parent.pid}> (${parent.child}) is not among its links ${seen.links.join(', ')}`);
   });
 
   step('the page raised no error and put no server text in as HTML', async () => {

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The dashboard page in a real browser: starts FIXTURE_BINARY (a program that
-# serves the dashboard and prints "url http://127.0.0.1:PORT/" once it is
-# ready), runs dashboard.test.mjs against it in Debian's Chromium, stops it.
+# The dashboard page in a real browser: starts NODE_BINARY (a program that
+# serves the dashboard and prints "url http://127.0.0.1:PORT/" or
+# "dashboard: http://..." once it is ready: the fixture, or the demo),
+# runs dashboard.test.mjs against it in Debian's Chromium, stops it.
 #
-#   run.sh FIXTURE_BINARY OUTPUT_DIR
+#   run.sh NODE_BINARY OUTPUT_DIR [NODE_ARGUMENTS...]
+#   EMBER_DASHBOARD_TARGET=NAME: the registered name of the supervised
+#   process to open, kill and see restarted (default worker_a)
 #
 # OUTPUT_DIR gets dashboard.png and fixture.log. Needs node, npm and
 # /usr/bin/chromium (EMBER_CHROMIUM to use another); installs playwright-core
@@ -11,12 +14,14 @@
 # Exits with the test's status, or 1 if something it needs is missing.
 set -uo pipefail
 
-if [ $# -ne 2 ]; then
-  echo "usage: $0 FIXTURE_BINARY OUTPUT_DIR" >&2
+if [ $# -lt 2 ]; then
+  echo "usage: $0 NODE_BINARY OUTPUT_DIR [NODE_ARGUMENTS...]" >&2
   exit 2
 fi
 fixture=$1
 out=$2
+shift 2
+fixture_args=("$@")
 here=$(cd "$(dirname "$0")" && pwd)
 chromium=${EMBER_CHROMIUM:-/usr/bin/chromium}
 
@@ -49,15 +54,15 @@ trap 'exit 130' INT TERM
 
 # stdbuf: the url line reaches the log even if the fixture does not flush.
 if command -v stdbuf >/dev/null; then
-  stdbuf -oL -eL "$fixture" >"$log" 2>&1 &
+  stdbuf -oL -eL "$fixture" "${fixture_args[@]}" >"$log" 2>&1 &
 else
-  "$fixture" >"$log" 2>&1 &
+  "$fixture" "${fixture_args[@]}" >"$log" 2>&1 &
 fi
 fixture_pid=$!
 
 url=
 for _ in $(seq 300); do   # 30 s
-  url=$(sed -n 's/^url \(http[^ ]*\).*/\1/p' "$log" | head -n 1)
+  url=$(sed -n 's/^\(url\|dashboard:\) \(http[^ ]*\).*/\2/p' "$log" | head -n 1)
   [ -n "$url" ] && break
   kill -0 "$fixture_pid" 2>/dev/null || { cat "$log" >&2; fail "$fixture exited before printing its url"; }
   sleep 0.1
