@@ -233,7 +233,7 @@ runtime_sample sample(runtime& rt) {
   for (std::size_t i = 0; i < busy.size(); ++i) {
     detail::scheduler& s = *n.scheds[i];
     busy[i] = s.busy_ns.load(std::memory_order_relaxed);
-    out.messages_sent += s.messages_in();
+    out.messages_delivered += s.messages_in();
     out.reductions += s.reductions_spent();
   }
   last_sample previous;

@@ -207,7 +207,7 @@ TEST_P(observe_table, samples_count_schedulers_messages_and_memory) {
   (void)source;
   done.take();
   auto second = observe::sample(rt());
-  EXPECT_GE(second.messages_sent, first.messages_sent + 1000);
+  EXPECT_GE(second.messages_delivered, first.messages_delivered + 1000);
   EXPECT_GT(second.reductions, first.reductions);
   EXPECT_GE(second.stats.spawned, first.stats.spawned + 2);
   for (auto& s : second.schedulers) {

@@ -90,7 +90,9 @@ struct scheduler_row {
 struct runtime_sample {
   runtime_stats stats;
   std::vector<scheduler_row> schedulers;  // primaries, then the active spares
-  std::uint64_t messages_sent = 0;        // since start (local sends, signals excluded)
+  // Messages taken into mailboxes since start (signals excluded): a send
+  // counts when its receiver takes it in; one to a dead process never.
+  std::uint64_t messages_delivered = 0;
   std::uint64_t reductions = 0;           // since start, all processes
   // Blocking pool (ember::blocking): threads started, running a call, calls waiting.
   std::size_t blocking_threads = 0, blocking_busy = 0, blocking_queued = 0;
