@@ -52,12 +52,9 @@ stop_fixture() {
 trap stop_fixture EXIT
 trap 'exit 130' INT TERM
 
-# stdbuf: the url line reaches the log even if the fixture does not flush.
-if command -v stdbuf >/dev/null; then
-  stdbuf -oL -eL "$fixture" "${fixture_args[@]}" >"$log" 2>&1 &
-else
-  "$fixture" "${fixture_args[@]}" >"$log" 2>&1 &
-fi
+# The node flushes its url line itself. (Not stdbuf: its LD_PRELOAD comes
+# before the sanitizers' runtimes, which then refuse to start.)
+"$fixture" "${fixture_args[@]}" >"$log" 2>&1 &
 fixture_pid=$!
 
 url=
