@@ -499,7 +499,7 @@ EMBER_HEAP_TEXT process_heap* current_heap_or_make() {
   if (!h) {
     h = heap_create(p->heap_unlimited ? 0 : p->heap_limit);
     if (!h) out_of_memory();
-    p->heap.store(h, std::memory_order_relaxed);
+    p->heap.store(h, std::memory_order_release);  // read by observe from other threads
   }
   tl_heap = h;
   return h;

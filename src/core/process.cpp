@@ -1304,7 +1304,7 @@ std::optional<process_snapshot> process_info_on(node& n, pid id) {
   process* t = n.table.acquire(id);  // a reference: the slot cannot be reused meanwhile
   if (!t) return std::nullopt;
   process_snapshot s;
-  if (process_heap* h = t->heap.load(std::memory_order_relaxed)) {
+  if (process_heap* h = t->heap.load(std::memory_order_acquire)) {
     s.heap_bytes = h->live.load(std::memory_order_relaxed);
     s.heap_peak_bytes = h->peak.load(std::memory_order_relaxed);
   }

@@ -130,7 +130,7 @@ void fill_row(process_row& r, const process& p, pid id) {
   r.status = status_of(p);
   if (const char* l = p.obs_label.load(std::memory_order_relaxed)) r.label = l;
   r.initial_call = initial_call_of(p.obs_initial.load(std::memory_order_relaxed));
-  if (detail::process_heap* h = p.heap.load(std::memory_order_relaxed)) {
+  if (detail::process_heap* h = p.heap.load(std::memory_order_acquire)) {
     r.heap_bytes = h->live.load(std::memory_order_relaxed);
     r.heap_peak_bytes = h->peak.load(std::memory_order_relaxed);
   }

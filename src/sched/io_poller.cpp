@@ -382,12 +382,13 @@ int io_poller::poll_uring(int timeout_ms) noexcept {
 #if defined(EMBER_HAVE_URING)
   io_uring& ring = uring_->ring;
   if (timeout_ms < 0) {
-    // The parked poller waits for a completion without the reaping lock,
-    // so that busy schedulers go on reaping meanwhile (held through the
-    // wait, it made this thread the only reaper of an idle-ish runtime).
-    // The kernel runs this thread's pending task work here too.
-    ::io_uring_enter(ring.ring_fd, 0, 1, IORING_ENTER_GETEVENTS, nullptr);
+    // The parked poller holds the reaping lock through its wait: were it
+    // to wait without it, a busy scheduler's look could reap the
+    // interrupt meant for it, and it would sleep on (a lost wake-up, seen
+    // as a hang under TSan). Busy schedulers skip their look meanwhile.
     std::lock_guard lock(uring_->reap_mu);
+    io_uring_cqe* cqe;
+    if (::io_uring_wait_cqe(&ring, &cqe) != 0) return 0;
     return reap_uring();
   }
   std::unique_lock lock(uring_->reap_mu, std::defer_lock);

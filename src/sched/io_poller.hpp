@@ -42,8 +42,8 @@
 // io_uring's advantage here is the look without blocking: it reads the
 // completion ring in memory, where epoll_wait(0) is a system call. Its
 // rings are single-consumer: one thread reaps at a time (a try-lock for
-// the look; the parked poller waits for a completion without the lock and
-// then takes it). Submissions have their own lock, never held while
+// the look; the parked poller holds it through its wait, so that nobody
+// else reaps the interrupt meant for it). Submissions have their own lock, never held while
 // reaping (reaping renews polls and wakes parked schedulers). A poll
 // request holds its file: the socket's close removes it, and a removal
 // that finds it busy (-EALREADY) is sent again, or the file, and the
