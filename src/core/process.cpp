@@ -660,7 +660,6 @@ void finalize(node& n, process* p) noexcept {
   p->trap_exit = false;
   p->obs_trap_exit.store(false, std::memory_order_relaxed);
   p->obs_blocking.store(false, std::memory_order_relaxed);
-  p->obs_scheduler.store(-1, std::memory_order_relaxed);
   p->obs_stack_bytes.store(0, std::memory_order_relaxed);
   p->obs_run_ns.store(0, std::memory_order_relaxed);
   p->obs_label.store(nullptr, std::memory_order_relaxed);

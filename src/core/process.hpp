@@ -307,7 +307,6 @@ struct process {
   std::atomic<std::uint8_t> obs_state{0};        // observe::process_status
   std::atomic<bool> obs_blocking{false};         // waiting in ember::blocking
   std::atomic<bool> obs_trap_exit{false};        // mirrors trap_exit
-  std::atomic<std::int16_t> obs_scheduler{-1};   // where it runs now
   std::atomic<std::uint32_t> obs_stack_bytes{0};  // stack in use at its last switch
   std::atomic<std::uint64_t> obs_run_ns{0};      // sampled by the monitor thread
   std::atomic<const char*> obs_label{nullptr};   // interned (set_label)

@@ -137,9 +137,28 @@ void fill_row(process_row& r, const process& p, pid id) {
   r.stack_bytes = p.obs_stack_bytes.load(std::memory_order_relaxed);
   r.message_queue_len = p.mbox.published_count.load(std::memory_order_relaxed);
   r.reductions = p.reductions_done.load(std::memory_order_relaxed);
-  r.scheduler = p.obs_scheduler.load(std::memory_order_relaxed);
   r.run_time = std::chrono::microseconds(p.obs_run_ns.load(std::memory_order_relaxed) / 1000);
   r.parent = pid::from_bits(p.obs_parent.load(std::memory_order_relaxed));
+}
+
+// Where each running process runs: read from the schedulers (a few), not
+// kept per process (that was two stores in every turn).
+std::unordered_map<const process*, int> running_on(detail::runtime_node& n) {
+  std::unordered_map<const process*, int> on;
+  const std::size_t count = std::min<std::size_t>(n.primaries() + n.spares_started.load(std::memory_order_acquire),
+                                                  n.scheds.size());
+  for (std::size_t i = 0; i < count; ++i) {
+    detail::scheduler& s = *n.scheds[i];
+    if (!(s.turn.load(std::memory_order_acquire) & 1)) continue;  // between turns
+    if (process* p = s.running.load(std::memory_order_relaxed)) on[p] = int(i);
+  }
+  return on;
+}
+
+int scheduler_of(const std::unordered_map<const process*, int>& on, const process& p, process_status status) {
+  if (status != process_status::running) return -1;
+  auto it = on.find(&p);
+  return it == on.end() ? -1 : it->second;
 }
 
 }  // namespace
@@ -147,6 +166,7 @@ void fill_row(process_row& r, const process& p, pid id) {
 std::vector<process_row> processes(runtime& rt) {
   detail::runtime_node& n = detail::runtime_access::of(rt);
   std::unordered_map<pid, std::string> names = n.names.names_by_pid();
+  const auto on = running_on(n);
   std::vector<process_row> out;
   out.reserve(n.stats().processes + 16);
   const std::uint32_t high = n.table.high_water();
@@ -160,6 +180,7 @@ std::vector<process_row> processes(runtime& rt) {
     if (!pinned) continue;  // ended meanwhile
     process_row& r = out.emplace_back();
     fill_row(r, *pinned, id);
+    r.scheduler = scheduler_of(on, *pinned, r.status);
     if (auto it = names.find(id); it != names.end()) r.name = it->second;
     detail::release_ref(n, pinned);
   }
@@ -172,6 +193,7 @@ std::optional<process_detail> process_info(runtime& rt, pid id, std::chrono::mil
   if (!p) return std::nullopt;
   process_detail d;
   fill_row(d, *p, id);
+  d.scheduler = scheduler_of(running_on(n), *p, d.status);
   d.trap_exit = p->obs_trap_exit.load(std::memory_order_relaxed);
   detail::release_ref(n, p);
   {

@@ -452,7 +452,6 @@ void scheduler::resume(process* p) noexcept {
   set_current_process(p);
   sanitizers::start_switch(&home_.asan_fake, p->stk->bottom(), p->stk->usable(), p->stk->tsan_fiber);
   p->obs_state.store(obs_running, std::memory_order_relaxed);
-  p->obs_scheduler.store(std::int16_t(index), std::memory_order_relaxed);
   running.store(p, std::memory_order_relaxed);
   turn.store(turn.load(std::memory_order_relaxed) + 1, std::memory_order_release);  // odd: running
   transfer_t t = boost::context::detail::jump_fcontext(p->ctx, &home_);
@@ -460,7 +459,6 @@ void scheduler::resume(process* p) noexcept {
   sanitizers::finish_switch(home_.asan_fake, nullptr, nullptr);
   p->ctx = t.fctx;
   set_current_process(nullptr);
-  p->obs_scheduler.store(-1, std::memory_order_relaxed);
   p->obs_stack_bytes.store(std::uint32_t(static_cast<const char*>(p->stk->top()) - static_cast<const char*>(t.fctx)),
                            std::memory_order_relaxed);
   p->obs_state.store(p->why == suspend_reason::yield || p->why == suspend_reason::preempted ? obs_runnable
