@@ -45,6 +45,11 @@ struct io_poller::uring {
   io_uring ring{};
   std::mutex submit_mu;  // the submission queue
   std::mutex reap_mu;    // the completion queue (one reaper at a time)
+  // An interrupt not yet taken by a waiting poller. Its NOP completion may
+  // be reaped by a busy scheduler's look before the poller that it was
+  // meant for takes the reaping lock; the flag keeps it, as eventfd's
+  // count does for epoll, so that poller does not sleep on.
+  std::atomic<bool> interrupt_pending{false};
 };
 #else
 struct io_poller::uring {};
@@ -387,8 +392,11 @@ int io_poller::poll_uring(int timeout_ms) noexcept {
     // interrupt meant for it, and it would sleep on (a lost wake-up, seen
     // as a hang under TSan). Busy schedulers skip their look meanwhile.
     std::lock_guard lock(uring_->reap_mu);
-    io_uring_cqe* cqe;
-    if (::io_uring_wait_cqe(&ring, &cqe) != 0) return 0;
+    if (!uring_->interrupt_pending.exchange(false, std::memory_order_acq_rel)) {
+      io_uring_cqe* cqe;
+      if (::io_uring_wait_cqe(&ring, &cqe) != 0) return 0;
+      uring_->interrupt_pending.store(false, std::memory_order_relaxed);
+    }
     return reap_uring();
   }
   std::unique_lock lock(uring_->reap_mu, std::defer_lock);
@@ -397,9 +405,12 @@ int io_poller::poll_uring(int timeout_ms) noexcept {
     return reap_uring();
   }
   lock.lock();
-  io_uring_cqe* cqe;
-  __kernel_timespec ts{timeout_ms / 1000, (timeout_ms % 1000) * 1000000LL};
-  if (::io_uring_wait_cqe_timeout(&ring, &cqe, &ts) != 0) return 0;
+  if (!uring_->interrupt_pending.exchange(false, std::memory_order_acq_rel)) {
+    io_uring_cqe* cqe;
+    __kernel_timespec ts{timeout_ms / 1000, (timeout_ms % 1000) * 1000000LL};
+    if (::io_uring_wait_cqe_timeout(&ring, &cqe, &ts) != 0) return 0;
+    uring_->interrupt_pending.store(false, std::memory_order_relaxed);
+  }
   return reap_uring();
 #else
   (void)timeout_ms;
@@ -489,6 +500,7 @@ int io_poller::poll(int timeout_ms) noexcept {
 void io_poller::interrupt() noexcept {
 #if defined(EMBER_HAVE_URING)
   if (uring_) {
+    uring_->interrupt_pending.store(true, std::memory_order_release);
     locked_hold<std::mutex> lock(uring_->submit_mu);
     if (io_uring_sqe* sqe = next_sqe(uring_->ring)) {
       ::io_uring_prep_nop(sqe);
