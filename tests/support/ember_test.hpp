@@ -318,6 +318,10 @@ inline std::string errc_name(ember::errc c) {
     case ember::errc::timed_out: return "timed_out";
     case ember::errc::closed: return "closed";
     case ember::errc::child_failed: return "child_failed";
+    case ember::errc::bad_message: return "bad_message";
+    case ember::errc::not_serializable: return "not_serializable";
+    case ember::errc::redis_error: return "redis_error";
+    case ember::errc::unavailable: return "unavailable";
   }
   return "errc " + std::to_string(int(c));
 }

@@ -28,6 +28,10 @@ enum class errc : std::uint8_t {
   timed_out,          // a socket operation's timeout passed
   closed,             // the peer closed the connection (read_exact, read_line), or the socket is closed
   child_failed,       // a child of an ember::scope ended abnormally (scope_error)
+  bad_message,        // a message from the wire is malformed (distribution)
+  not_serializable,   // a value sent to another node is not a wire message (ember::wire<S>)
+  redis_error,        // Redis answered with an error, or spoke no protocol we know
+  unavailable,        // a node or Redis is unreachable, or a bounded send queue is full
 };
 
 class error : public std::runtime_error {

@@ -1,0 +1,2 @@
+// placeholder: replaced by the dist layer's node implementation.
+namespace ember::dist {}

@@ -1,0 +1,2 @@
+// placeholder: replaced by the dist layer's redis implementation.
+namespace ember::dist {}

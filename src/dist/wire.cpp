@@ -1,0 +1,2 @@
+// placeholder: replaced by the dist layer's wire implementation.
+namespace ember::dist {}

@@ -1,0 +1,1 @@
+# node tests (tests/dist/CMakeLists.txt)

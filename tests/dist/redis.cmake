@@ -1,0 +1,1 @@
+# redis tests (tests/dist/CMakeLists.txt)

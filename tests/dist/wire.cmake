@@ -1,0 +1,1 @@
+# wire tests (tests/dist/CMakeLists.txt)
