@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 
 #include "core/process.hpp"
 #include "core/process_table.hpp"
@@ -13,6 +14,22 @@
 #include "ember/sched/runtime.hpp"
 
 namespace ember::detail {
+
+// The distribution layer's side of the core (src/dist implements it): where
+// envelopes for processes of other nodes go. Installed when the node joins
+// a cluster; owned by the node from then on, so that a thread still inside
+// route() never sees it freed.
+struct remote_router {
+  virtual ~remote_router() = default;
+  // An envelope (a user message or a signal) for a process of another node.
+  // Takes it; never throws (what cannot be sent is answered as Erlang does:
+  // a link or monitor of an unreachable node is answered noconnection or
+  // noproc, a message is dropped and counted).
+  virtual void route(pid to, envelope* e) noexcept = 0;
+  // Throws ember::error if a user message sent by the caller could never
+  // be carried to `to` (not a wire message, no cluster): send's clear error.
+  virtual void check_sendable(pid to, const envelope& e) const = 0;
+};
 
 struct node {
   explicit node(const runtime_options& o)
@@ -28,6 +45,22 @@ struct node {
   std::atomic<std::int64_t> live{0};
   std::atomic<std::uint64_t> spawned_outside{0};  // spawns by non-scheduler threads
   std::atomic<bool> stopping{false};
+  std::atomic<remote_router*> remote{nullptr};
+  std::unique_ptr<remote_router> remote_owner;  // set once, with `remote`
+
+  // This node's id in its cluster (0: none). Local pids carry node 0, as in
+  // Erlang; the same pid with the cluster id (how other nodes name it, and
+  // how it may come back inside a message) names the same process.
+  std::atomic<std::uint32_t> cluster_id{0};
+  bool is_local(pid p) const noexcept {
+    return p.node() == table.node_id() || (p.node() == cluster_id.load(std::memory_order_relaxed) && p);
+  }
+  // The form local pids are kept in (links, monitors, names): node 0.
+  pid canonical(pid p) const noexcept {
+    return p.node() == cluster_id.load(std::memory_order_relaxed) && p.node() != 0
+               ? pid(table.node_id(), p.slot(), p.generation())
+               : p;
+  }
 
   static std::uint64_t next_instance() noexcept {
     static std::atomic<std::uint64_t> count{0};
@@ -72,6 +105,10 @@ struct node {
 
 // Runtime-side process operations (src/core/process.cpp).
 void deliver(node& n, pid to, envelope* e) noexcept;       // send, no reductions
+// An envelope that came from another node for a local process: as deliver,
+// but a link, monitor or call to a process that is not alive is answered
+// (noproc) to its remote sender, as push_referenced's callers do locally.
+void deliver_from_remote(node& n, pid to, envelope* e) noexcept;
 void push_referenced(node& n, process* p, pid to, envelope* e) noexcept;  // p acquired
 void finalize(node& n, process* p) noexcept;               // last reference gone
 void release_ref(node& n, process* p) noexcept;            // release + finalize

@@ -622,11 +622,38 @@ turn_outcome run_handler_turn(node& n, process& p) {
 void deliver(node& n, pid to, envelope* e) noexcept {
   process* p = n.table.find_alive(to);
   if (!p) {
+    if (!n.is_local(to)) {
+      if (remote_router* r = n.remote.load(std::memory_order_acquire)) return r->route(to, e);
+    } else if (pid c = n.canonical(to); c != to) {
+      return deliver(n, c, e);  // a local pid in its cluster form
+    }
     e->destroy(e);
     return;
   }
   e->to_generation = to.generation();
   if (p->mbox.push(e)) n.make_runnable(p, -1);
+}
+
+void deliver_from_remote(node& n, pid to, envelope* e) noexcept {
+  to = n.canonical(to);
+  bool answered = e->signal == sig_link || e->signal == sig_monitor || (e->signal == sig_none && e->flavor == flavor_call);
+  if (!answered) return deliver(n, to, e);
+  process* t = n.table.acquire(to);
+  if (t) {
+    push_referenced(n, t, to, e);
+    release_ref(n, t);
+    return;
+  }
+  if (e->signal == sig_link) {
+    pid from = static_cast<signal_envelope*>(e)->s.from;
+    deliver(n, from, make_signal(sig_exit, {to, {}, exit_reason::noproc(), true, 0}));
+  } else if (e->signal == sig_monitor) {
+    auto* s = static_cast<signal_envelope*>(e);
+    deliver(n, s->s.from, make_signal(sig_down, {to, s->s.ref, exit_reason::noproc(), false, 0}));
+  } else {
+    deliver(n, e->caller, make_signal(sig_down, {to, monitor_ref{e->alias}, exit_reason::noproc(), false, 0}));
+  }
+  e->destroy(e);
 }
 
 void push_referenced(node& n, process* p, pid to, envelope* e) noexcept {
@@ -1023,9 +1050,33 @@ bool send_inspect(node& n, pid target, std::shared_ptr<inspect_request> req) {
   return true;
 }
 
+namespace {
+// A user message for another node: throws send's clear error if it could
+// never be carried there.
+void check_remote_sendable(node& n, pid to, const envelope& e) {
+  if (n.is_local(to)) return;
+  remote_router* r = n.remote.load(std::memory_order_acquire);
+  if (!r)
+    throw error(errc::unavailable, "send to " + to.to_string() + ": the pid is of node " + std::to_string(to.node()) +
+                                       " and this node has joined no cluster (ember::node)");
+  r->check_sendable(to, e);
+}
+// The same for send, which owns the envelope: freed if it cannot go.
+void check_remote_send(node& n, pid to, envelope* e) {
+  if (n.is_local(to)) return;
+  try {
+    check_remote_sendable(n, to, *e);
+  } catch (...) {
+    e->destroy(e);
+    throw;
+  }
+}
+}  // namespace
+
 void send_envelope(node* n, pid to, envelope* e) {
   runtime_call in_runtime;
   if (n) {
+    check_remote_send(*n, to, e);
     deliver(*n, to, e);
     return;
   }
@@ -1035,6 +1086,7 @@ void send_envelope(node* n, pid to, envelope* e) {
     throw error(errc::not_in_process, "send: called outside a process (use ember::runtime::send)");
   }
   node& nd = *current_node();
+  check_remote_send(nd, to, e);
   deliver(nd, to, e);
   charge(nd, *p, 1);
 }
@@ -1059,11 +1111,21 @@ monitor_ref request_send(pid server, envelope* request) {
   process& p = self_or_throw("call");
   runtime_call in_runtime(&p);
   node& n = *current_node();
+  server = n.canonical(server);
   monitor_ref ref{n.new_ref()};
   auto& rel = p.relations();
   rel.aliases.push_back(ref.id);
   process* t = n.table.acquire(server);
-  if (!t) {
+  if (!t && !n.is_local(server)) {
+    // A server on another node: the router carries the request, and its
+    // node registers the monitor (or answers noproc) as here.
+    check_remote_sendable(n, server, *owned);
+    rel.monitors.add(ref, server);
+    request->flavor = flavor_call;
+    request->caller = self_pid(n, p);
+    request->alias = ref.id;
+    deliver(n, server, owned.release());
+  } else if (!t) {
     p.mbox.append(make_envelope(down{ref, server, exit_reason::noproc()}));
   } else {
     // One envelope is the request and the monitor request: the server
@@ -1154,6 +1216,7 @@ void reply_send(pid caller, std::uint64_t alias, envelope* reply) {
   // here and says so by leaving `caller` unset; the caller then sends no
   // demonitor (one envelope each way per call).
   reply->caller = self_pid(n, p);
+  check_remote_sendable(n, caller, *reply);  // before the monitor goes: a failed reply changes nothing
   if (p.rel && p.rel->monitored_by.remove(monitor_ref{alias})) reply->caller = pid{};
   deliver(n, caller, owned.release());
   charge(n, p, 1);
@@ -1186,11 +1249,15 @@ void link(pid other) {
   process& p = self_or_throw("link");
   runtime_call in_runtime(&p);
   node& n = *current_node();
+  other = n.canonical(other);
   pid me = self_pid(n, p);
   if (other == me) return;
   bool had = !p.relations().links.insert(other);
   process* t = n.table.acquire(other);
-  if (!t) {
+  if (!t && !n.is_local(other)) {
+    // On another node: its node answers noproc, or the router noconnection.
+    if (!had) deliver(n, other, make_signal(sig_link, {me, {}, {}, false, 0}));
+  } else if (!t) {
     // As in Erlang: linking to a process that does not exist is answered by
     // an exit signal with reason noproc.
     deliver(n, me, make_signal(sig_exit, {other, {}, exit_reason::noproc(), true, 0}));
@@ -1205,6 +1272,7 @@ void unlink(pid other) {
   process& p = self_or_throw("unlink");
   runtime_call in_runtime(&p);
   node& n = *current_node();
+  other = n.canonical(other);
   if (!p.rel) return;
   if (!p.rel->links.erase(other)) return;
   deliver(n, other, make_signal(sig_unlink, {self_pid(n, p), {}, {}, false, 0}));
@@ -1215,9 +1283,15 @@ monitor_ref monitor(pid target) {
   process& p = self_or_throw("monitor");
   runtime_call in_runtime(&p);
   node& n = *current_node();
+  target = n.canonical(target);
   monitor_ref ref{n.new_ref()};
   process* t = n.table.acquire(target);
-  if (!t) {
+  if (!t && !n.is_local(target)) {
+    // On another node: its node answers noproc if the process is gone, the
+    // router noproc for an unknown node and noconnection for a lost one.
+    p.relations().monitors.add(ref, target);
+    deliver(n, target, make_signal(sig_monitor, {self_pid(n, p), ref, {}, false, 0}));
+  } else if (!t) {
     p.mbox.append(make_envelope(down{ref, target, exit_reason::noproc()}));
   } else {
     p.relations().monitors.add(ref, target);
@@ -1265,6 +1339,7 @@ void exit(pid target, exit_reason reason) {
   process& p = self_or_throw("exit");
   runtime_call in_runtime(&p);
   node& n = *current_node();
+  target = n.canonical(target);
   pid me = self_pid(n, p);
   deliver(n, target, make_signal(sig_exit, {me, {}, std::move(reason), false, 0}));
   if (target == me) drain(n, p);  // a signal to oneself takes effect now
@@ -1292,6 +1367,9 @@ bool is_alive(pid id) {
   runtime_call in_runtime;
   node* n = current_node();
   if (!n || !current_process()) throw error(errc::not_in_process, "is_alive: called outside a process");
+  id = n->canonical(id);
+  if (!n->is_local(id))  // as Erlang's is_process_alive/1 (badarg)
+    throw error(errc::invalid_argument, "is_alive: " + id.to_string() + " is a process of another node");
   process* t = n->table.acquire(id);
   if (!t) return false;
   release_ref(*n, t);

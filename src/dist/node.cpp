@@ -1,2 +1,1021 @@
-// placeholder: replaced by the dist layer's node implementation.
-namespace ember::dist {}
+// Nodes: how a runtime becomes one node of a cluster.
+//
+// Membership lives in Redis; data goes over direct TCP connections.
+//
+// Membership. Every key of a cluster's membership shares one hash tag,
+// {ember:<cluster>}, so a Redis Cluster keeps them on one shard and a
+// pipeline may touch them all:
+//   ids            INCR counter; a joining node takes (n-1) % 4095 + 1,
+//                  the first such id whose alive key it can create.
+//   alive:<id>     the node's name, PX down_after: its heartbeat. A node
+//                  refreshes it every `heartbeat`; when it is gone, every
+//                  other node declares that node down.
+//   name:<name>    the id, PX down_after: names are unique among live
+//                  nodes. A restarted node waits for its old name to expire.
+//   nodes          hash id -> "name address": who is in the cluster and
+//                  where its data listener is.
+// Each node's membership process refreshes its keys and reads the others'
+// every heartbeat: a node that joins is seen within one, a node that dies
+// within down_after plus one. Ids are not reused until the counter wraps,
+// so a pid of a dead node never reaches a process of a later one.
+//
+// Why not Redis Streams for the data path. A Redis hop costs tens of
+// microseconds each way, and every message would cross it twice (XADD,
+// XREADGROUP) plus an XACK. A direct connection between two live nodes is
+// one write and one read, batched under load: that is what W10 (round
+// trip, one-way throughput) measures. Redis carries what needs it:
+// discovery, heartbeats, global names, durable mailboxes.
+//
+// Data path. Each node listens (options.listen) and publishes the address.
+// A node sends to a peer over its own outbound connection (one writer
+// process per peer) and receives over the peer's (one reader process per
+// inbound connection), so each direction has one ordered byte stream:
+// messages between one pair of processes stay in order. A sender never
+// writes to a socket: route() (called by the core's deliver() for a pid of
+// another node, on whatever thread sends) appends a frame to the peer's
+// buffer under its mutex and wakes the writer only when the buffer was
+// idle; the writer swaps the whole buffer out and writes it in one go, so
+// under load one write carries many messages.
+//
+// Frames (little-endian):
+//   u32 length of the rest | u8 signal | u8 flavor | u8 linked |
+//   u8 reason kind | u32 0 | u64 to | u64 from (or caller) |
+//   u64 ref (or alias) | body
+// A user message's body is its schema id (u64) and its Cap'n Proto bytes;
+// an exit or down signal's body is its reason's text and exception type
+// (u32 length, bytes each). Local pids and refs carry node 0; on the wire
+// they carry the node's id (refs in their top 12 bits), so a monitor
+// reference is unique across the cluster.
+//
+// Node down. A peer is declared down when its alive key is gone, or when a
+// connection to or from it breaks (as Erlang's nodedown: messages in
+// flight may be lost, so links and monitors must not pretend otherwise).
+// route() records every link and monitor that crosses to a peer (and the
+// reader every one that comes from it); on down each fires: exit signals
+// and downs with reason noconnection, node_down messages to node monitors.
+// If the peer is still alive in Redis it is brought up again later, with a
+// new connection.
+#include "ember/dist/node.hpp"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <bit>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <unordered_map>
+
+#include "core/node.hpp"
+#include "core/process.hpp"
+#include "ember/core/heap.hpp"
+#include "ember/core/receive.hpp"
+#include "ember/core/spawn.hpp"
+#include "ember/dist/redis.hpp"
+#include "ember/dist/wire.hpp"
+#include "ember/io/net.hpp"
+#include "ember/sched/timer.hpp"
+#include "sched/scheduler.hpp"
+
+static_assert(std::endian::native == std::endian::little, "ember's wire format is written little-endian");
+
+namespace ember {
+
+namespace core = ember::detail;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr std::uint32_t max_node_id = (1u << pid::node_bits) - 1;
+constexpr unsigned ref_node_shift = 64 - pid::node_bits;
+constexpr std::uint64_t ref_local_mask = (std::uint64_t(1) << ref_node_shift) - 1;
+constexpr std::uint32_t handshake_magic = 0x524d4245;  // "EBMR"
+constexpr std::uint16_t protocol_version = 1;
+constexpr std::uint32_t max_frame = 64u << 20;
+
+struct flush_token {};    // wakes a peer's writer
+struct leave_request {};  // asks the membership process to leave
+
+// ------------------------------------------------------------ byte helpers
+
+template <class T>
+void put(std::string& out, T v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof v);
+}
+void put_text(std::string& out, std::string_view s) {
+  put(out, std::uint32_t(s.size()));
+  out.append(s);
+}
+template <class T>
+T get(const char* p) {
+  T v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+exit_reason reason_from(std::uint8_t kind, std::string text, std::string type) {
+  using k = exit_reason::kind;
+  switch (k(kind)) {
+    case k::normal: return exit_reason::normal();
+    case k::shutdown: return exit_reason::shutdown();
+    case k::kill: return exit_reason::kill();
+    case k::killed: return exit_reason::killed();
+    case k::noproc: return exit_reason::noproc();
+    case k::noconnection: return exit_reason::noconnection();
+    case k::timeout: return exit_reason::timeout();
+    case k::exception: return exit_reason::exception(std::move(type), std::move(text));
+    case k::system_limit: return exit_reason::system_limit(std::move(text));
+    case k::heap_limit: return exit_reason::heap_limit(std::move(text));
+    case k::stack_overflow: return exit_reason::stack_overflow(std::move(text));
+    case k::fault: return exit_reason::fault(std::move(text));
+    case k::user: return exit_reason(std::move(text));
+  }
+  return exit_reason(std::move(text));
+}
+
+bool crosses_nodes(unsigned char signal) {
+  switch (signal) {
+    case core::sig_none:
+    case core::sig_link:
+    case core::sig_unlink:
+    case core::sig_exit:
+    case core::sig_monitor:
+    case core::sig_demonitor:
+    case core::sig_down:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// A peer: another node as this one knows it. Made once per id and kept
+// for the node's life (route() reads them without a lock).
+struct peer {
+  explicit peer(std::uint32_t i) : id(i) {}
+  const std::uint32_t id;
+  std::mutex mu;
+  // Under mu:
+  std::string name, address;
+  bool up = false;             // a writer exists (connecting or connected)
+  std::uint64_t epoch = 0;     // +1 at each up
+  pid writer;
+  std::string out;             // frames for the writer
+  bool writer_wanted = false;  // a flush token is on its way, or the writer is busy
+  std::set<std::pair<std::uint64_t, std::uint64_t>> links;             // (local, remote) pid bits
+  std::unordered_map<std::uint64_t, std::pair<pid, pid>> monitors_out;  // wire ref -> (local watcher, remote target)
+  std::unordered_map<std::uint64_t, std::pair<pid, pid>> monitors_in;   // wire ref -> (remote watcher, local target)
+  std::vector<pid> node_watchers;                                       // monitor_node
+  std::chrono::steady_clock::time_point down_at{};
+  bool announced_drop = false;
+};
+
+}  // namespace
+
+struct node::state final : core::remote_router {
+  state(runtime& r, core::node& nd, node_options o) : rt(r), n(nd), opts(std::move(o)) {}
+
+  runtime& rt;
+  core::node& n;
+  node_options opts;
+  std::atomic<std::uint32_t> my_id{0};
+  std::atomic<bool> active{false};
+  std::string advertised;
+  std::array<std::atomic<peer*>, max_node_id + 1> peers{};
+  std::mutex peers_mu;  // creation of peers
+  std::vector<std::unique_ptr<peer>> owned_peers;
+
+  // The node's processes, counted so that leave() can wait for them.
+  std::mutex life_mu;
+  std::condition_variable life_cv;
+  int processes = 0;         // started and not yet ended
+  std::set<pid> running;     // those that have begun
+  bool membership_done = false;
+  pid membership, listener;
+
+  std::atomic<std::uint64_t> frames_sent{0}, frames_received{0}, bytes_sent{0}, bytes_received{0};
+  std::atomic<std::uint64_t> dropped_malformed{0}, dropped_unknown_type{0}, dropped_unreachable{0}, nodes_down{0};
+  std::atomic<std::uint64_t> logged{0};
+
+  // ---------------------------------------------------------- naming
+
+  std::string key(std::string_view rest) const { return "{ember:" + opts.cluster + "}:" + std::string(rest); }
+
+  pid to_wire(pid p) const noexcept {
+    return p.node() == 0 && p ? pid(my_id.load(std::memory_order_relaxed), p.slot(), p.generation()) : p;
+  }
+  pid from_wire(pid p) const noexcept {
+    return p.node() == my_id.load(std::memory_order_relaxed) ? pid(0, p.slot(), p.generation()) : p;
+  }
+  std::uint64_t ref_to_wire(std::uint64_t r) const noexcept {
+    return r && (r >> ref_node_shift) == 0 ? r | std::uint64_t(my_id.load(std::memory_order_relaxed)) << ref_node_shift
+                                           : r;
+  }
+  std::uint64_t ref_from_wire(std::uint64_t r) const noexcept {
+    return (r >> ref_node_shift) == my_id.load(std::memory_order_relaxed) ? r & ref_local_mask : r;
+  }
+
+  void log(const std::string& what) {
+    // The first 100 lines, then one in 1000: a flood of bad input must not
+    // become a flood of output.
+    std::uint64_t k = logged.fetch_add(1, std::memory_order_relaxed);
+    if (k < 100 || k % 1000 == 0)
+      std::fprintf(stderr, "ember: node %s: %s\n", opts.name.c_str(), what.c_str());
+  }
+
+  peer& peer_of(std::uint32_t id) {
+    if (peer* p = peers[id].load(std::memory_order_acquire)) return *p;
+    global_heap_scope g;
+    std::lock_guard lock(peers_mu);
+    if (peer* p = peers[id].load(std::memory_order_relaxed)) return *p;
+    owned_peers.push_back(std::make_unique<peer>(id));
+    peers[id].store(owned_peers.back().get(), std::memory_order_release);
+    return *owned_peers.back();
+  }
+
+  // ---------------------------------------------------------- processes
+
+  template <class F>
+  pid start(F fn) {
+    {
+      std::lock_guard lock(life_mu);
+      ++processes;
+    }
+    auto body = [this, fn = std::move(fn)]() mutable {
+      pid me = self();
+      struct done_guard {
+        state* s;
+        pid me;
+        ~done_guard() {
+          global_heap_scope g;
+          std::lock_guard lock(s->life_mu);
+          s->running.erase(me);
+          --s->processes;
+          s->life_cv.notify_all();
+        }
+      } guard{this, me};
+      {
+        global_heap_scope g;
+        std::lock_guard lock(life_mu);
+        running.insert(me);
+      }
+      fn();
+    };
+    global_heap_scope g;
+    return core::spawn_body(&n, core::make_body(std::move(body)), {}, core::spawn_link_mode::none).id;
+  }
+
+  // ---------------------------------------------------------- route (any thread)
+
+  void check_sendable(pid to, const core::envelope& e) const override {
+    if (e.signal != core::sig_none) return;
+    if (!dist::detail::codec_by_key(e.key))
+      throw error(errc::not_serializable, "send to " + to.to_string() + ": a " + core::demangle(*e.type) +
+                                              " cannot cross nodes; remote messages are Cap'n Proto structs "
+                                              "(ember::wire<S>, include/ember/dist/wire.hpp)");
+  }
+
+  // Answers what could not be carried, as the core answers a dead local
+  // process: a link with an exit signal, a monitor or a call with a down.
+  void unreachable(pid to, core::envelope* e, const exit_reason& why) noexcept {
+    if (e->signal == core::sig_link) {
+      auto* s = static_cast<core::signal_envelope*>(e);
+      core::deliver(n, s->s.from, core::make_signal(core::sig_exit, {to, {}, why, true, 0}));
+    } else if (e->signal == core::sig_monitor) {
+      auto* s = static_cast<core::signal_envelope*>(e);
+      core::deliver(n, s->s.from, core::make_signal(core::sig_down, {to, s->s.ref, why, false, 0}));
+    } else if (e->signal == core::sig_none && e->flavor == core::flavor_call) {
+      core::deliver(n, e->caller, core::make_signal(core::sig_down, {to, monitor_ref{e->alias}, why, false, 0}));
+    } else if (e->signal == core::sig_none) {
+      dropped_unreachable.fetch_add(1, std::memory_order_relaxed);
+    }
+    e->destroy(e);
+  }
+
+  // The frame of an envelope, appended to out; false if it cannot cross.
+  bool encode(std::string& out, pid to, const core::envelope& e) {
+    std::size_t start = out.size();
+    put(out, std::uint32_t(0));
+    put(out, std::uint8_t(e.signal));
+    put(out, std::uint8_t(e.flavor));
+    std::uint8_t linked = 0, reason_kind = 0;
+    const exit_reason* reason = nullptr;
+    pid from;
+    std::uint64_t ref = 0;
+    if (e.signal == core::sig_none) {
+      from = e.caller;
+      ref = e.alias;
+    } else {
+      auto& s = static_cast<const core::signal_envelope&>(e).s;
+      from = s.from;
+      ref = s.ref.id;
+      linked = s.linked;
+      if (e.signal == core::sig_exit || e.signal == core::sig_down) {
+        reason = &s.reason;
+        reason_kind = std::uint8_t(s.reason.what_kind());
+      }
+    }
+    put(out, linked);
+    put(out, reason_kind);
+    put(out, std::uint32_t(0));
+    put(out, to.bits());
+    put(out, to_wire(from).bits());
+    put(out, ref_to_wire(ref));
+    if (e.signal == core::sig_none) {
+      const auto* codec = dist::detail::codec_by_key(e.key);
+      if (!codec) {
+        out.resize(start);
+        return false;
+      }
+      auto bytes = codec->bytes(&e);
+      put(out, codec->schema_id);
+      out.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    } else if (reason) {
+      put_text(out, reason->text());
+      put_text(out, reason->exception_type());
+    }
+    std::uint32_t len = std::uint32_t(out.size() - start - 4);
+    std::memcpy(out.data() + start, &len, 4);
+    return true;
+  }
+
+  // What crosses to a peer that the node must answer if the peer goes down.
+  void note_outbound(peer& pr, pid to, const core::envelope& e) {
+    if (e.signal == core::sig_none) {
+      if (e.flavor == core::flavor_call) pr.monitors_out[ref_to_wire(e.alias)] = {e.caller, to};
+      return;
+    }
+    auto& s = static_cast<const core::signal_envelope&>(e).s;
+    switch (e.signal) {
+      case core::sig_link: pr.links.insert({s.from.bits(), to.bits()}); break;
+      case core::sig_unlink: pr.links.erase({s.from.bits(), to.bits()}); break;
+      case core::sig_exit:
+        if (s.linked) pr.links.erase({s.from.bits(), to.bits()});
+        break;
+      case core::sig_monitor: pr.monitors_out[ref_to_wire(s.ref.id)] = {s.from, to}; break;
+      case core::sig_demonitor: pr.monitors_out.erase(ref_to_wire(s.ref.id)); break;
+      case core::sig_down: pr.monitors_in.erase(ref_to_wire(s.ref.id)); break;
+      default: break;
+    }
+  }
+
+  void note_inbound(peer& pr, pid to, const core::envelope& e) {
+    if (e.signal == core::sig_none) {
+      if (e.flavor == core::flavor_reply) pr.monitors_out.erase(ref_to_wire(e.alias));
+      if (e.flavor == core::flavor_call) pr.monitors_in[ref_to_wire(e.alias)] = {e.caller, to};
+      return;
+    }
+    auto& s = static_cast<const core::signal_envelope&>(e).s;
+    switch (e.signal) {
+      case core::sig_link: pr.links.insert({to.bits(), s.from.bits()}); break;
+      case core::sig_unlink: pr.links.erase({to.bits(), s.from.bits()}); break;
+      case core::sig_exit:
+        if (s.linked) pr.links.erase({to.bits(), s.from.bits()});
+        break;
+      case core::sig_monitor: pr.monitors_in[ref_to_wire(s.ref.id)] = {s.from, to}; break;
+      case core::sig_demonitor: pr.monitors_in.erase(ref_to_wire(s.ref.id)); break;
+      case core::sig_down: pr.monitors_out.erase(ref_to_wire(s.ref.id)); break;
+      default: break;
+    }
+  }
+
+  void route(pid to, core::envelope* e) noexcept override {
+    global_heap_scope global;  // the peer's buffer and tables outlive the sender
+    std::uint32_t id = to.node();
+    peer* pr = active.load(std::memory_order_acquire) ? peers[id].load(std::memory_order_acquire) : nullptr;
+    if (!pr || !crosses_nodes(e->signal)) {
+      // A node never seen: as Erlang answers a monitor of a pid that names
+      // no process.
+      return unreachable(to, e, pr || !active.load(std::memory_order_relaxed) ? exit_reason::noconnection()
+                                                                               : exit_reason::noproc());
+    }
+    pid wake;
+    {
+      std::unique_lock lock(pr->mu);
+      if (!pr->up) {
+        lock.unlock();
+        return unreachable(to, e, exit_reason::noconnection());
+      }
+      if (pr->writer && pr->out.size() > opts.max_queued_bytes) {
+        // The connection is not keeping up (or not up yet): the bound.
+        bool first = !pr->announced_drop;
+        pr->announced_drop = true;
+        lock.unlock();
+        if (first) log("the queue to node " + std::to_string(id) + " passed " + std::to_string(opts.max_queued_bytes) +
+                       " bytes; dropping messages to it until it drains");
+        return unreachable(to, e, exit_reason::noconnection());
+      }
+      try {
+        if (!encode(pr->out, to, *e)) {
+          lock.unlock();
+          dropped_unknown_type.fetch_add(1, std::memory_order_relaxed);
+          log("a " + core::demangle(*e->type) + " for " + to.to_string() + " is not a wire message: dropped");
+          e->destroy(e);
+          return;
+        }
+        note_outbound(*pr, to, *e);
+      } catch (...) {
+        lock.unlock();
+        return unreachable(to, e, exit_reason::noconnection());  // out of memory
+      }
+      if (!pr->writer_wanted) {
+        pr->writer_wanted = true;
+        wake = pr->writer;
+      }
+    }
+    frames_sent.fetch_add(1, std::memory_order_relaxed);
+    e->destroy(e);
+    if (wake) core::deliver(n, wake, core::make_envelope(flush_token{}));
+  }
+
+  // ---------------------------------------------------------- up and down
+
+  // Brings a peer up: a new epoch and a writer that connects to it.
+  void bring_up(peer& pr, const std::string& name, const std::string& address) {
+    std::uint64_t epoch;
+    {
+      std::lock_guard lock(pr.mu);
+      pr.name = name;
+      pr.address = address;
+      if (pr.up || !active.load(std::memory_order_acquire)) return;
+      pr.up = true;
+      epoch = ++pr.epoch;
+      pr.writer_wanted = false;
+      pr.announced_drop = false;
+    }
+    pid w = start([this, &pr, epoch, address] { run_writer(pr, epoch, address); });
+    std::lock_guard lock(pr.mu);
+    if (pr.epoch == epoch) pr.writer = w;
+  }
+
+  // Declares a peer down (if `epoch` is still its epoch; 0: whatever it
+  // is): every link and monitor across fires with noconnection.
+  void declare_down(peer& pr, std::uint64_t epoch, const std::string& why) {
+    std::set<std::pair<std::uint64_t, std::uint64_t>> links;
+    std::unordered_map<std::uint64_t, std::pair<pid, pid>> out, in;
+    std::vector<pid> watchers;
+    pid writer;
+    std::string name;
+    {
+      global_heap_scope g;
+      std::lock_guard lock(pr.mu);
+      if (!pr.up || (epoch && pr.epoch != epoch)) return;
+      pr.up = false;
+      pr.down_at = std::chrono::steady_clock::now();
+      links.swap(pr.links);
+      out.swap(pr.monitors_out);
+      in.swap(pr.monitors_in);
+      watchers.swap(pr.node_watchers);
+      std::string().swap(pr.out);
+      writer = pr.writer;
+      pr.writer = pid();
+      name = pr.name;
+    }
+    nodes_down.fetch_add(1, std::memory_order_relaxed);
+    if (active.load(std::memory_order_relaxed)) log("node " + std::to_string(pr.id) + " (" + name + ") is down: " + why);
+    exit_reason nc = exit_reason::noconnection();
+    for (auto& [local, remote] : links)
+      core::deliver(n, pid::from_bits(local), core::make_signal(core::sig_exit, {pid::from_bits(remote), {}, nc, true, 0}));
+    for (auto& [ref, w] : out)
+      core::deliver(n, w.first, core::make_signal(core::sig_down, {w.second, monitor_ref{ref_from_wire(ref)}, nc, false, 0}));
+    for (auto& [ref, w] : in)  // the remote watchers are gone: forget them
+      core::deliver(n, w.second, core::make_signal(core::sig_demonitor, {w.first, monitor_ref{ref_from_wire(ref)}, {}, false, 0}));
+    for (pid w : watchers) core::deliver(n, w, core::make_envelope(node_down{pr.id, name}));
+    if (writer) core::deliver(n, writer, core::make_signal(core::sig_exit, {pid(), {}, exit_reason::kill(), false, 0}));
+  }
+
+  // ---------------------------------------------------------- writer
+
+  void run_writer(peer& pr, std::uint64_t epoch, std::string address) {
+    auto current = [&] {
+      std::lock_guard lock(pr.mu);
+      return pr.up && pr.epoch == epoch && active.load(std::memory_order_relaxed);
+    };
+    net::stream s;
+    auto backoff = 10ms;
+    for (;;) {
+      if (!current()) return;
+      try {
+        s = net::stream::connect(net::address::parse(address), opts.down_after);
+        break;
+      } catch (const error& e) {
+        // Not up yet, or gone: the membership process declares it down
+        // when its heartbeat stops.
+        ember::sleep_for(backoff);
+        backoff = std::min<std::chrono::milliseconds>(backoff * 2, 1000ms);
+      }
+    }
+    s.set_nodelay(true);
+    std::string batch;
+    {
+      global_heap_scope g;
+      put(batch, handshake_magic);
+      put(batch, protocol_version);
+      put(batch, std::uint16_t(opts.cluster.size()));
+      batch += opts.cluster;
+      put(batch, my_id.load());
+      put(batch, std::uint16_t(opts.name.size()));
+      batch += opts.name;
+      put(batch, std::uint16_t(advertised.size()));
+      batch += advertised;
+    }
+    for (;;) {
+      if (batch.empty()) {
+        bool wait;
+        {
+          global_heap_scope g;
+          std::lock_guard lock(pr.mu);
+          if (!pr.up || pr.epoch != epoch) return;
+          if (pr.out.empty()) {
+            pr.writer_wanted = false;
+            pr.announced_drop = false;
+          } else {
+            batch.swap(pr.out);
+          }
+          wait = batch.empty();
+        }
+        if (wait) {
+          ember::receive([](const flush_token&) {});
+          continue;
+        }
+      }
+      try {
+        s.write(batch, opts.down_after);
+      } catch (const error& e) {
+        declare_down(pr, epoch, std::string("the connection to it failed: ") + e.what());
+        return;
+      }
+      bytes_sent.fetch_add(batch.size(), std::memory_order_relaxed);
+      global_heap_scope g;
+      batch.clear();
+    }
+  }
+
+  // ---------------------------------------------------------- reader
+
+  void run_reader(net::stream s) {
+    std::uint64_t epoch = 0;
+    peer* pr = nullptr;
+    try {
+      char fixed[8];
+      s.read_exact(fixed, 8, opts.down_after);
+      if (get<std::uint32_t>(fixed) != handshake_magic || get<std::uint16_t>(fixed + 4) != protocol_version) {
+        log("a connection from " + s.peer_address().to_string() + " is not an ember node of this protocol: closed");
+        return;
+      }
+      auto text = [&](std::size_t len) {
+        std::string t(len, '\0');
+        if (len) s.read_exact(t.data(), len, opts.down_after);
+        return t;
+      };
+      std::string cluster = text(get<std::uint16_t>(fixed + 6));
+      char idb[4];
+      s.read_exact(idb, 4, opts.down_after);
+      std::uint32_t id = get<std::uint32_t>(idb);
+      char lb[2];
+      s.read_exact(lb, 2, opts.down_after);
+      std::string name = text(get<std::uint16_t>(lb));
+      s.read_exact(lb, 2, opts.down_after);
+      std::string address = text(get<std::uint16_t>(lb));
+      if (cluster != opts.cluster || id == 0 || id > max_node_id || id == my_id.load()) {
+        log("a connection from " + s.peer_address().to_string() + " names cluster '" + cluster + "' and node " +
+            std::to_string(id) + ": closed");
+        return;
+      }
+      pr = &peer_of(id);
+      bring_up(*pr, name, address);  // a node that connects is alive
+      {
+        std::lock_guard lock(pr->mu);
+        epoch = pr->epoch;
+      }
+      read_frames(s, *pr);
+      declare_down(*pr, epoch, "it closed its connection");
+    } catch (const error& e) {
+      if (pr) declare_down(*pr, epoch, std::string("its connection failed: ") + e.what());
+    }
+  }
+
+  void read_frames(net::stream& s, peer& pr) {
+    constexpr std::size_t chunk = 256 * 1024;
+    std::size_t cap = chunk;
+    auto buf = std::make_unique_for_overwrite<char[]>(cap);
+    std::size_t begin = 0, end = 0;
+    for (;;) {
+      if (cap - end < 4096 || begin == end) {
+        if (begin == end) {
+          begin = end = 0;
+        } else {
+          std::memmove(buf.get(), buf.get() + begin, end - begin);
+          end -= begin;
+          begin = 0;
+        }
+      }
+      std::size_t got = s.read(buf.get() + end, cap - end);
+      if (got == 0) return;  // closed
+      bytes_received.fetch_add(got, std::memory_order_relaxed);
+      end += got;
+      while (end - begin >= 4) {
+        std::uint32_t len = get<std::uint32_t>(buf.get() + begin);
+        if (len < 32 || len > max_frame) {
+          dropped_malformed.fetch_add(1, std::memory_order_relaxed);
+          throw error(errc::bad_message, "a frame of " + std::to_string(len) + " bytes (outside 32.." +
+                                             std::to_string(max_frame) + ")");
+        }
+        if (end - begin - 4 < len) {
+          if (4 + std::size_t(len) > cap) {  // a frame larger than the buffer: grow it
+            std::size_t ncap = std::bit_ceil(4 + std::size_t(len));
+            auto nbuf = std::make_unique_for_overwrite<char[]>(ncap);
+            std::memcpy(nbuf.get(), buf.get() + begin, end - begin);
+            end -= begin;
+            begin = 0;
+            buf = std::move(nbuf);
+            cap = ncap;
+          }
+          break;
+        }
+        on_frame(pr, buf.get() + begin + 4, len);
+        begin += 4 + len;
+      }
+    }
+  }
+
+  void on_frame(peer& pr, const char* f, std::uint32_t len) {
+    frames_received.fetch_add(1, std::memory_order_relaxed);
+    std::uint8_t signal = std::uint8_t(f[0]), flavor = std::uint8_t(f[1]), linked = std::uint8_t(f[2]),
+                 reason_kind = std::uint8_t(f[3]);
+    pid to = from_wire(pid::from_bits(get<std::uint64_t>(f + 8)));
+    pid from = from_wire(pid::from_bits(get<std::uint64_t>(f + 16)));
+    std::uint64_t ref = ref_from_wire(get<std::uint64_t>(f + 24));
+    const char* body = f + 32;
+    std::size_t body_len = len - 32;
+    if (!n.is_local(to) || !crosses_nodes(signal) || flavor > core::flavor_system ||
+        reason_kind > std::uint8_t(exit_reason::kind::user)) {
+      dropped_malformed.fetch_add(1, std::memory_order_relaxed);
+      log("a malformed frame from node " + std::to_string(pr.id) + " (signal " + std::to_string(signal) + ", to " +
+          to.to_string() + "): dropped");
+      return;
+    }
+    core::envelope* e = nullptr;
+    try {
+      global_heap_scope g;
+      if (signal == core::sig_none) {
+        if (body_len < 8) throw error(errc::bad_message, "no schema id");
+        std::uint64_t schema = get<std::uint64_t>(body);
+        const auto* codec = dist::detail::codec_by_schema(schema);
+        if (!codec) {
+          dropped_unknown_type.fetch_add(1, std::memory_order_relaxed);
+          char hex[32];
+          std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(schema));
+          log(std::string("a message of unknown schema id 0x") + hex + " from node " + std::to_string(pr.id) +
+              " for " + to.to_string() + ": dropped (is its type registered here? ember::register_wire_types)");
+          return;
+        }
+        e = codec->decode(std::span<const std::byte>(reinterpret_cast<const std::byte*>(body + 8), body_len - 8));
+        e->flavor = flavor;
+        e->caller = from;
+        e->alias = ref;
+      } else {
+        std::string text, type;
+        if (signal == core::sig_exit || signal == core::sig_down) {
+          auto take = [&](std::string& t) {
+            if (body_len < 4) throw error(errc::bad_message, "a truncated reason");
+            std::uint32_t l = get<std::uint32_t>(body);
+            if (body_len - 4 < l) throw error(errc::bad_message, "a truncated reason");
+            t.assign(body + 4, l);
+            body += 4 + l;
+            body_len -= 4 + l;
+          };
+          take(text);
+          take(type);
+        }
+        e = core::make_signal(core::signal_kind(signal),
+                              {from, monitor_ref{ref}, reason_from(reason_kind, std::move(text), std::move(type)),
+                               linked != 0, 0});
+      }
+    } catch (const std::exception& x) {
+      dropped_malformed.fetch_add(1, std::memory_order_relaxed);
+      log("a malformed message from node " + std::to_string(pr.id) + " for " + to.to_string() + ": " + x.what() +
+          ": dropped");
+      return;
+    }
+    {
+      global_heap_scope g;
+      std::lock_guard lock(pr.mu);
+      note_inbound(pr, to, *e);
+    }
+    core::deliver_from_remote(n, to, e);
+  }
+
+  // ---------------------------------------------------------- listener
+
+  void run_listener(net::listener l) {
+    for (;;) {
+      net::stream s = l.accept();
+      s.set_nodelay(true);
+      start([this, s = std::move(s)]() mutable { run_reader(std::move(s)); });
+    }
+  }
+
+  // ---------------------------------------------------------- membership
+
+  std::string my_entry() const { return opts.name + " " + advertised; }
+
+  // Takes an id and the name. Throws error on failure.
+  void join(redis::client& rc) {
+    auto deadline = std::chrono::steady_clock::now() + opts.join_timeout;
+    std::string px = std::to_string(opts.down_after.count());
+    std::uint32_t id = 0;
+    for (int tries = 0; tries <= int(max_node_id) && !id; ++tries) {
+      redis::reply r = rc.command({"INCR", key("ids")});
+      if (r.is_error()) throw error(errc::redis_error, "node: INCR " + key("ids") + ": " + r.str);
+      std::uint32_t candidate = std::uint32_t((r.integer - 1) % max_node_id) + 1;
+      redis::reply set = rc.command({"SET", key("alive:" + std::to_string(candidate)), opts.name, "NX", "PX", px});
+      if (set.is_error()) throw error(errc::redis_error, "node: SET alive: " + set.str);
+      if (!set.is_nil()) id = candidate;
+    }
+    if (!id) throw error(errc::system_limit, "node: every one of the 4095 node ids is alive");
+    my_id.store(id);
+    n.cluster_id.store(id, std::memory_order_relaxed);
+    for (;;) {
+      redis::reply r = rc.command({"SET", key("name:" + opts.name), std::to_string(id), "NX", "PX", px});
+      if (r.is_error()) throw error(errc::redis_error, "node: SET name: " + r.str);
+      if (!r.is_nil()) break;
+      if (std::chrono::steady_clock::now() > deadline) {
+        rc.command({"DEL", key("alive:" + std::to_string(id))});
+        throw error(errc::name_taken, "node: the name '" + opts.name + "' is held by a live node of cluster '" +
+                                          opts.cluster + "'");
+      }
+      // Held: by a live node, or by this node's previous life until its
+      // heartbeat expires.
+      ember::sleep_for(std::min<std::chrono::milliseconds>(opts.heartbeat, 100ms));
+    }
+    redis::reply h = rc.command({"HSET", key("nodes"), std::to_string(id), my_entry()});
+    if (h.is_error()) throw error(errc::redis_error, "node: HSET nodes: " + h.str);
+  }
+
+  // One heartbeat: refresh this node's keys, read the others'.
+  void tick(redis::client& rc) {
+    std::string id = std::to_string(my_id.load());
+    std::string px = std::to_string(opts.down_after.count());
+    auto replies = rc.pipeline({{"SET", key("alive:" + id), opts.name, "XX", "PX", px},
+                                {"SET", key("name:" + opts.name), id, "XX", "PX", px},
+                                {"HGETALL", key("nodes")}});
+    if (replies[0].is_nil()) {
+      // Our key expired (this node stalled longer than down_after): the
+      // others have declared it down; take it again if it is still free.
+      log("this node's heartbeat expired in Redis; renewing it");
+      rc.pipeline({{"SET", key("alive:" + id), opts.name, "NX", "PX", px},
+                   {"SET", key("name:" + opts.name), id, "NX", "PX", px},
+                   {"HSET", key("nodes"), id, my_entry()}});
+    }
+    const redis::reply& all = replies[2];
+    std::vector<std::pair<std::uint32_t, std::string>> members;
+    for (std::size_t i = 0; i + 1 < all.elements.size(); i += 2) {
+      std::uint32_t other = 0;
+      try {
+        other = std::uint32_t(std::stoul(all.elements[i].str));
+      } catch (...) {
+        continue;
+      }
+      if (other == 0 || other > max_node_id || other == my_id.load()) continue;
+      members.emplace_back(other, all.elements[i + 1].str);
+    }
+    std::vector<std::string> mget{"MGET"};
+    for (auto& m : members) mget.push_back(key("alive:" + std::to_string(m.first)));
+    std::vector<bool> alive(members.size(), false);
+    if (!members.empty()) {
+      redis::reply r = rc.command(mget);
+      for (std::size_t i = 0; i < members.size() && i < r.elements.size(); ++i) alive[i] = !r.elements[i].is_nil();
+    }
+    std::vector<std::string> gone{"HDEL", key("nodes")};
+    std::set<std::uint32_t> live;
+    for (std::size_t i = 0; i < members.size(); ++i) {
+      auto [other, entry] = members[i];
+      if (!alive[i]) {
+        gone.push_back(std::to_string(other));
+        continue;
+      }
+      live.insert(other);
+      auto space = entry.find(' ');
+      std::string name = entry.substr(0, space), address = space == std::string::npos ? "" : entry.substr(space + 1);
+      peer& pr = peer_of(other);
+      bool revive;
+      {
+        std::lock_guard lock(pr.mu);
+        // A peer declared down (a broken connection) is tried again after
+        // a heartbeat, if Redis still has it alive.
+        revive = !pr.up && std::chrono::steady_clock::now() - pr.down_at >= opts.heartbeat;
+      }
+      if (revive) bring_up(pr, name, address);
+    }
+    // Peers that are up but no longer alive in Redis.
+    for (std::uint32_t i = 1; i <= max_node_id; ++i) {
+      peer* pr = peers[i].load(std::memory_order_acquire);
+      if (!pr || live.count(i)) continue;
+      declare_down(*pr, 0, "it stopped heartbeating");
+    }
+    if (gone.size() > 2) rc.command(gone);
+  }
+
+  void run_membership(std::shared_ptr<std::promise<void>> joined_promise) {
+    struct done_guard {
+      state* s;
+      ~done_guard() {
+        std::lock_guard lock(s->life_mu);
+        s->membership_done = true;
+        s->life_cv.notify_all();
+      }
+    } guard{this};
+    redis::client_options ro;
+    ro.seeds = opts.redis;
+    ro.command_timeout = std::max<std::chrono::milliseconds>(opts.down_after, 1000ms);
+    std::unique_ptr<redis::client> rc;
+    try {
+      rc = std::make_unique<redis::client>(ro);
+      join(*rc);
+    } catch (...) {
+      joined_promise->set_exception(std::current_exception());
+      return;
+    }
+    active.store(true, std::memory_order_release);
+    joined_promise->set_value();
+    for (;;) {
+      bool leaving = ember::receive([](const leave_request&) { return true; },
+                                    ember::after(opts.heartbeat, [] { return false; }));
+      if (leaving) break;
+      try {
+        tick(*rc);
+      } catch (const std::exception& e) {
+        log(std::string("heartbeat failed: ") + e.what());
+      }
+    }
+    // Leave: out of Redis first, so no node connects again.
+    active.store(false, std::memory_order_release);
+    try {
+      std::string id = std::to_string(my_id.load());
+      rc->pipeline({{"DEL", key("alive:" + id)}, {"DEL", key("name:" + opts.name)}, {"HDEL", key("nodes"), id}});
+    } catch (const std::exception& e) {
+      log(std::string("leaving: ") + e.what());
+    }
+    for (std::uint32_t i = 1; i <= max_node_id; ++i)
+      if (peer* pr = peers[i].load(std::memory_order_acquire)) declare_down(*pr, 0, "this node left");
+  }
+};
+
+// ------------------------------------------------------------------ node
+
+node::node(runtime& rt, node_options opts) {
+  core::node& nd = core::runtime_access::of(rt);
+  if (nd.table.node_id() != 0)
+    throw error(errc::invalid_argument, "node: the runtime has node_id " + std::to_string(nd.table.node_id()) +
+                                            "; a node of a cluster takes its id from Redis (leave node_id 0)");
+  if (opts.name.empty() || opts.name.find(' ') != std::string::npos)
+    throw error(errc::invalid_argument, "node: the name must be non-empty and without spaces");
+  if (opts.redis.empty()) throw error(errc::invalid_argument, "node: no Redis address");
+  if (opts.heartbeat <= 0ms || opts.down_after <= opts.heartbeat)
+    throw error(errc::invalid_argument, "node: down_after must be longer than heartbeat (and both positive)");
+  if (nd.remote.load())
+    throw error(errc::invalid_argument, "node: this runtime is a node already (one ember::node per runtime)");
+  auto owned = std::make_unique<state>(rt, nd, std::move(opts));
+  state* st = owned.get();
+  // The listener first: its address is published at join.
+  auto listening = std::make_shared<std::promise<std::string>>();
+  auto joined = std::make_shared<std::promise<void>>();
+  st->listener = st->start([st, listening] {
+    net::listener l;
+    try {
+      l = net::listener::listen(net::address::parse(st->opts.listen));
+    } catch (...) {
+      listening->set_exception(std::current_exception());
+      return;
+    }
+    listening->set_value(l.local_address().to_string());
+    st->run_listener(std::move(l));
+  });
+  try {
+    std::string at = listening->get_future().get();
+    st->advertised = st->opts.advertise.empty() ? at : st->opts.advertise;
+  } catch (...) {
+    // Nothing else started yet; the listener process has ended.
+    std::unique_lock lock(st->life_mu);
+    st->life_cv.wait(lock, [st] { return st->processes == 0; });
+    throw;
+  }
+  nd.remote_owner = std::move(owned);
+  nd.remote.store(st, std::memory_order_release);
+  s_ = st;
+  st->membership = st->start([st, joined] { st->run_membership(joined); });
+  auto f = joined->get_future();
+  if (f.wait_for(st->opts.join_timeout + 5s) != std::future_status::ready) {
+    leave();
+    throw error(errc::unavailable, "node: joining took longer than join_timeout");
+  }
+  try {
+    f.get();
+  } catch (...) {
+    leave();
+    throw;
+  }
+}
+
+node::~node() { leave(); }
+
+void node::leave() {
+  state* st = s_;
+  if (!st) return;
+  // The membership process leaves Redis and brings every peer down.
+  st->rt.send(st->membership, leave_request{});
+  {
+    std::unique_lock lock(st->life_mu);
+    if (!st->life_cv.wait_for(lock, 10s, [st] { return st->membership_done; }))
+      st->log("leaving: the membership process did not answer in 10 s");
+  }
+  st->active.store(false, std::memory_order_release);
+  for (std::uint32_t i = 1; i <= max_node_id; ++i)
+    if (peer* pr = st->peers[i].load(std::memory_order_acquire)) st->declare_down(*pr, 0, "this node left");
+  // Then its other processes: the listener, readers, writers. A process
+  // started but not yet running is killed in a later round.
+  std::unique_lock lock(st->life_mu);
+  while (st->processes > 0) {
+    std::vector<pid> left(st->running.begin(), st->running.end());
+    lock.unlock();
+    for (pid p : left) st->rt.exit(p, exit_reason::kill());
+    lock.lock();
+    st->life_cv.wait_for(lock, 50ms, [st] { return st->processes == 0; });
+  }
+  s_ = nullptr;
+}
+
+std::uint32_t node::id() const noexcept { return s_ ? s_->my_id.load() : 0; }
+const std::string& node::name() const noexcept {
+  static const std::string none;
+  return s_ ? s_->opts.name : none;
+}
+const std::string& node::address() const noexcept {
+  static const std::string none;
+  return s_ ? s_->advertised : none;
+}
+
+std::vector<node_info> node::nodes() const {
+  std::vector<node_info> out;
+  if (!s_) return out;
+  for (std::uint32_t i = 1; i <= max_node_id; ++i) {
+    peer* pr = s_->peers[i].load(std::memory_order_acquire);
+    if (!pr) continue;
+    std::lock_guard lock(pr->mu);
+    if (pr->up) out.push_back({i, pr->name, pr->address, true});
+  }
+  return out;
+}
+
+std::optional<std::uint32_t> node::find(std::string_view name) const {
+  for (auto& n : nodes())
+    if (n.name == name) return n.id;
+  return std::nullopt;
+}
+
+node_stats node::stats() const {
+  node_stats s;
+  if (!s_) return s;
+  s.frames_sent = s_->frames_sent.load();
+  s.frames_received = s_->frames_received.load();
+  s.bytes_sent = s_->bytes_sent.load();
+  s.bytes_received = s_->bytes_received.load();
+  s.dropped_malformed = s_->dropped_malformed.load();
+  s.dropped_unknown_type = s_->dropped_unknown_type.load();
+  s.dropped_unreachable = s_->dropped_unreachable.load();
+  s.nodes_down = s_->nodes_down.load();
+  return s;
+}
+
+pid node::cluster_pid(pid p) const noexcept { return s_ ? s_->to_wire(p) : p; }
+
+pid cluster_pid(pid p) {
+  core::node* nd = core::current_node();
+  if (!nd || !core::current_process()) throw error(errc::not_in_process, "cluster_pid: called outside a process");
+  std::uint32_t id = nd->cluster_id.load(std::memory_order_relaxed);
+  return p.node() == 0 && p && id ? pid(id, p.slot(), p.generation()) : p;
+}
+
+void monitor_node(std::uint32_t id) {
+  core::node* nd = core::current_node();
+  if (!nd || !core::current_process()) throw error(errc::not_in_process, "monitor_node: called outside a process");
+  auto* st = static_cast<node::state*>(nd->remote.load(std::memory_order_acquire));
+  pid me = self();
+  if (st && id >= 1 && id <= max_node_id && st->active.load()) {
+    peer& pr = st->peer_of(id);
+    global_heap_scope g;
+    std::lock_guard lock(pr.mu);
+    if (pr.up) {
+      pr.node_watchers.push_back(me);
+      return;
+    }
+  }
+  ember::send(me, node_down{id, {}});
+}
+
+}  // namespace ember

@@ -1,0 +1,119 @@
+// ember::node — this runtime as one node of a cluster: pids, send, link,
+// monitor and calls that work across machines.
+//
+//   ember::runtime rt;
+//   ember::node me(rt, {.name = "api-1", .redis = {"10.0.0.5:6379"}});
+//   // in a process: ember::send(remote_pid, ember::wire<Ping>::build(...));
+//
+// A node registers itself in Redis, heartbeats there, learns of the other
+// nodes and of their departure, and talks to each live node over a direct
+// TCP connection whose address it publishes in Redis (src/dist/node.cpp
+// explains why). Messages that cross nodes are Cap'n Proto structs
+// (ember::wire<S>, include/ember/dist/wire.hpp); links, monitors, exit
+// signals and gen_server calls cross with Erlang's semantics: messages
+// between one pair of processes stay in order, and links and monitors of
+// processes on a node that goes down fire with reason noconnection.
+//
+// Local pids print with node 0, as in Erlang; a pid that leaves this node
+// carries the node's cluster id (1 to 4095), given by Redis at join and
+// never given to a later node until the ids wrap. The runtime must have
+// been made with node_id 0 (the default).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ember/core/pid.hpp"
+#include "ember/sched/runtime.hpp"
+
+namespace ember {
+
+struct node_options {
+  std::string name;                     // unique among the cluster's live nodes
+  std::string cluster = "ember";        // the Redis key space ({ember:<cluster>}:...)
+  std::vector<std::string> redis;       // Redis addresses, "host:port" (standalone, or seeds of a cluster)
+  std::string listen = "127.0.0.1:0";   // the direct data path's listener
+  std::string advertise;                // the address other nodes connect to (default: the listener's)
+  std::chrono::milliseconds heartbeat{500};     // how often the node says it is alive
+  std::chrono::milliseconds down_after{3000};   // silence after which other nodes declare it down
+  std::chrono::milliseconds join_timeout{10000};
+  std::size_t max_queued_bytes = std::size_t(64) << 20;  // per peer, while its connection is not up
+};
+
+// A node as another node sees it.
+struct node_info {
+  std::uint32_t id = 0;
+  std::string name;
+  std::string address;
+  bool connected = false;  // its data connection is up (or being set up)
+};
+
+// What a node has carried (since it joined).
+struct node_stats {
+  std::uint64_t frames_sent = 0, frames_received = 0;
+  std::uint64_t bytes_sent = 0, bytes_received = 0;
+  // Entries dropped with a logged error: malformed frames or messages,
+  // unknown message types; and messages for unreachable nodes.
+  std::uint64_t dropped_malformed = 0, dropped_unknown_type = 0, dropped_unreachable = 0;
+  std::uint64_t nodes_down = 0;  // times a peer was declared down
+};
+
+// Delivered to a process that monitors a node (monitor_node) when that
+// node goes down (Erlang's {nodedown, Node}).
+struct node_down {
+  std::uint32_t node = 0;
+  std::string name;
+};
+
+class node {
+ public:
+  // Joins the cluster: takes an id and the name in Redis, starts the
+  // listener, the heartbeat and the membership processes. Called outside
+  // processes (main, a test); blocks until joined. Throws ember::error:
+  // invalid_argument (bad options, a runtime with a node_id), name_taken
+  // (a live node has the name), unavailable (Redis unreachable in time).
+  node(runtime& rt, node_options opts);
+  // Leaves (see leave()). The node must be destroyed before its runtime.
+  ~node();
+  node(const node&) = delete;
+  node& operator=(const node&) = delete;
+
+  // Stops heartbeating, removes the node from Redis, closes every
+  // connection (links and monitors across them fire noconnection on both
+  // sides) and stops the node's processes. Idempotent.
+  void leave();
+
+  std::uint32_t id() const noexcept;
+  const std::string& name() const noexcept;
+  // The data path's listening address, as published.
+  const std::string& address() const noexcept;
+  // The other live nodes this node knows of.
+  std::vector<node_info> nodes() const;
+  // The id of a live node by its name.
+  std::optional<std::uint32_t> find(std::string_view name) const;
+  node_stats stats() const;
+  // `p` as other nodes name it (see cluster_pid below).
+  pid cluster_pid(pid p) const noexcept;
+
+  struct state;
+
+ private:
+  state* s_;  // owned by the runtime (its router), so it outlives every send
+};
+
+// Inside a process: `p` as other nodes name it. Local pids carry node 0
+// (as in Erlang) and are translated when they cross in a frame (the sender,
+// a link, a monitor); a pid put inside a wire message as a UInt64
+// (p.bits(), read back with pid::from_bits) is not, so put it there in
+// this form. Either form names the same local process here.
+pid cluster_pid(pid p);
+
+// Inside a process: a node_down message when node `id` goes down (at once
+// if it is not up now).
+void monitor_node(std::uint32_t id);
+
+}  // namespace ember
