@@ -69,6 +69,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <thread>
 #include <unordered_map>
 
 #include "core/node.hpp"
@@ -78,6 +79,7 @@
 #include "ember/core/spawn.hpp"
 #include "ember/dist/redis.hpp"
 #include "ember/dist/wire.hpp"
+#include "ember/otp/gen_server.hpp"
 #include "ember/io/net.hpp"
 #include "ember/sched/timer.hpp"
 #include "sched/scheduler.hpp"
@@ -174,6 +176,37 @@ struct peer {
   bool announced_drop = false;
 };
 
+// The global names server's requests (local calls).
+struct register_request {
+  std::string name;
+  pid who;
+};
+struct unregister_request {
+  std::string name;
+};
+struct whereis_request {
+  std::string name;
+};
+
+// Lua, so that each change is atomic in Redis. Every key shares the
+// cluster's hash tag: one slot, as scripts in a Redis Cluster require.
+// A name's value is "<node id> <pid bits>", so a node's names can be told
+// apart when it dies.
+constexpr const char* register_script =
+    "if redis.call('SET', KEYS[1], ARGV[1], 'NX') then redis.call('SADD', KEYS[2], ARGV[2]) return 1 end "
+    "return 0";
+constexpr const char* release_script =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end "
+    "redis.call('SREM', KEYS[2], ARGV[2]) return 1";
+constexpr const char* clean_node_script =
+    "local names = redis.call('SMEMBERS', KEYS[1]) "
+    "for _, n in ipairs(names) do "
+    "  local k = ARGV[1] .. n "
+    "  local v = redis.call('GET', k) "
+    "  if v and string.sub(v, 1, #ARGV[2]) == ARGV[2] then redis.call('DEL', k) end "
+    "end "
+    "redis.call('DEL', KEYS[1]) return #names";
+
 }  // namespace
 
 struct node::state final : core::remote_router {
@@ -195,11 +228,51 @@ struct node::state final : core::remote_router {
   int processes = 0;         // started and not yet ended
   std::set<pid> running;     // those that have begun
   bool membership_done = false;
+  std::vector<pid> extra;    // processes not started by start() (the names server)
   pid membership, listener;
+
+  void processes_extra(pid p) {
+    global_heap_scope g;
+    std::lock_guard lock(life_mu);
+    extra.push_back(p);
+  }
 
   std::atomic<std::uint64_t> frames_sent{0}, frames_received{0}, bytes_sent{0}, bytes_received{0};
   std::atomic<std::uint64_t> dropped_malformed{0}, dropped_unknown_type{0}, dropped_unreachable{0}, nodes_down{0};
   std::atomic<std::uint64_t> logged{0};
+
+  // Global names: a name_registry whose calls go to the node's names
+  // server, the one process that talks to Redis about names.
+  struct global_registry final : name_registry {
+    state* st;
+    explicit global_registry(state* s) : st(s) {}
+    pid server() const {
+      pid p = pid::from_bits(st->names_server.load(std::memory_order_acquire));
+      if (!p || !st->active.load(std::memory_order_acquire))
+        throw error(errc::unavailable, "global names: this node is not in a cluster (it left, or never joined)");
+      return p;
+    }
+    bool register_name(const std::string& name, pid p) override {
+      if (name.empty()) throw error(errc::invalid_argument, "register_global: an empty name");
+      return gen_server::call<bool>(server(), register_request{name, p}, st->opts.down_after * 2);
+    }
+    void unregister_name(const std::string& name) override {
+      gen_server::call<bool>(server(), unregister_request{name}, st->opts.down_after * 2);
+    }
+    pid whereis_name(const std::string& name) override {
+      return gen_server::call<pid>(server(), whereis_request{name}, st->opts.down_after * 2);
+    }
+  } names{this};
+  std::atomic<std::uint64_t> names_server{0};
+
+  std::string name_value(pid p) const {
+    return std::to_string(my_id.load()) + " " + std::to_string(to_wire(p).bits());
+  }
+  // Removes the names a node held (it is down, or this node leaves).
+  void clean_names_of(redis::client& rc, std::uint32_t id) {
+    std::string ids = std::to_string(id);
+    rc.command({"EVAL", clean_node_script, "1", key("gnames:" + ids), key("gname:"), ids + " "}, 3);
+  }
 
   // ---------------------------------------------------------- naming
 
@@ -720,6 +793,77 @@ struct node::state final : core::remote_router {
     }
   }
 
+  // ---------------------------------------------------------- global names
+
+  // The names server: registers names in Redis, monitors their processes
+  // and releases a name when its process exits.
+  struct names_server_state {
+    state* st;
+    std::unique_ptr<redis::client> rc;
+    std::unordered_map<std::string, std::pair<pid, monitor_ref>> held;  // name -> (pid, monitor)
+
+    explicit names_server_state(state* s) : st(s) {}
+    void init() {
+      redis::client_options ro;
+      ro.seeds = st->opts.redis;
+      ro.command_timeout = st->opts.down_after;
+      rc = std::make_unique<redis::client>(ro);
+    }
+    std::string id() const { return std::to_string(st->my_id.load()); }
+    void release(const std::string& name, pid who) {
+      rc->command({"EVAL", release_script, "2", st->key("gname:" + name), st->key("gnames:" + id()), st->name_value(who), name},
+                  3);
+    }
+    void handle_call(message& m, from f) {
+      if (auto* r = m.get_if<register_request>()) {
+        pid who = st->n.canonical(r->who);
+        if (!st->n.is_local(who))
+          throw error(errc::invalid_argument, "register_global: " + r->who.to_string() + " is not a process of this node");
+        redis::reply got = rc->command({"EVAL", register_script, "2", st->key("gname:" + r->name),
+                                        st->key("gnames:" + id()), st->name_value(who), r->name},
+                                       3, false);
+        if (got.is_error()) throw error(errc::redis_error, "register_global: " + got.str);
+        bool ok = got.integer == 1;
+        if (ok) held[r->name] = {who, ember::monitor(who)};
+        ember::reply(f, ok);
+      } else if (auto* u = m.get_if<unregister_request>()) {
+        auto it = held.find(u->name);
+        if (it != held.end()) {
+          ember::demonitor(it->second.second, true);
+          release(u->name, it->second.first);
+          held.erase(it);
+        }
+        ember::reply(f, true);
+      } else if (auto* w = m.get_if<whereis_request>()) {
+        redis::reply got = rc->command({"GET", st->key("gname:" + w->name)});
+        pid p;
+        if (got.kind == redis::reply::type::string) {
+          auto space = got.str.find(' ');
+          try {
+            if (space != std::string::npos) p = pid::from_bits(std::stoull(got.str.substr(space + 1)));  // cluster form
+          } catch (...) {
+            st->log("global name '" + w->name + "' has a malformed value in Redis: " + got.str);
+          }
+        }
+        ember::reply(f, p);
+      }
+    }
+    void handle_info(message& m) {
+      if (auto* d = m.get_if<ember::down>()) {
+        for (auto it = held.begin(); it != held.end(); ++it) {
+          if (it->second.second != d->ref) continue;
+          try {
+            release(it->first, it->second.first);
+          } catch (const std::exception& e) {
+            st->log("releasing global name '" + it->first + "': " + e.what());
+          }
+          held.erase(it);
+          return;
+        }
+      }
+    }
+  };
+
   // ---------------------------------------------------------- membership
 
   std::string my_entry() const { return opts.name + " " + advertised; }
@@ -818,7 +962,10 @@ struct node::state final : core::remote_router {
       if (!pr || live.count(i)) continue;
       declare_down(*pr, 0, "it stopped heartbeating");
     }
-    if (gone.size() > 2) rc.command(gone);
+    if (gone.size() > 2) {
+      for (std::size_t i = 2; i < gone.size(); ++i) clean_names_of(rc, std::uint32_t(std::stoul(gone[i])));
+      rc.command(gone);
+    }
   }
 
   void run_membership(std::shared_ptr<std::promise<void>> joined_promise) {
@@ -841,6 +988,14 @@ struct node::state final : core::remote_router {
       joined_promise->set_exception(std::current_exception());
       return;
     }
+    try {
+      pid ns = gen_server::start<names_server_state>(this);
+      names_server.store(ns.bits(), std::memory_order_release);
+      processes_extra(ns);
+    } catch (...) {
+      joined_promise->set_exception(std::current_exception());
+      return;
+    }
     active.store(true, std::memory_order_release);
     joined_promise->set_value();
     for (;;) {
@@ -857,6 +1012,7 @@ struct node::state final : core::remote_router {
     active.store(false, std::memory_order_release);
     try {
       std::string id = std::to_string(my_id.load());
+      clean_names_of(*rc, my_id.load());
       rc->pipeline({{"DEL", key("alive:" + id)}, {"DEL", key("name:" + opts.name)}, {"HDEL", key("nodes"), id}});
     } catch (const std::exception& e) {
       log(std::string("leaving: ") + e.what());
@@ -939,6 +1095,16 @@ void node::leave() {
     if (peer* pr = st->peers[i].load(std::memory_order_acquire)) st->declare_down(*pr, 0, "this node left");
   // Then its other processes: the listener, readers, writers. A process
   // started but not yet running is killed in a later round.
+  std::vector<pid> extra;
+  {
+    std::lock_guard lock(st->life_mu);
+    extra.swap(st->extra);
+  }
+  for (pid p : extra) {
+    st->rt.exit(p, exit_reason::kill());
+    auto give_up = std::chrono::steady_clock::now() + 10s;
+    while (st->rt.is_alive(p) && std::chrono::steady_clock::now() < give_up) std::this_thread::sleep_for(1ms);
+  }
   std::unique_lock lock(st->life_mu);
   while (st->processes > 0) {
     std::vector<pid> left(st->running.begin(), st->running.end());
@@ -991,6 +1157,24 @@ node_stats node::stats() const {
   s.nodes_down = s_->nodes_down.load();
   return s;
 }
+
+namespace {
+node::state& state_or_throw(const char* call) {
+  core::node* nd = core::current_node();
+  if (!nd || !core::current_process()) throw error(errc::not_in_process, std::string(call) + ": called outside a process");
+  auto* st = static_cast<node::state*>(nd->remote.load(std::memory_order_acquire));
+  if (!st) throw error(errc::unavailable, std::string(call) + ": this runtime is not a node of a cluster");
+  return *st;
+}
+}  // namespace
+
+name_registry& global_names() { return state_or_throw("global_names").names; }
+
+bool register_global(const std::string& name, pid p) { return state_or_throw("register_global").names.register_name(name, p); }
+
+void unregister_global(const std::string& name) { state_or_throw("unregister_global").names.unregister_name(name); }
+
+pid whereis_global(const std::string& name) { return state_or_throw("whereis_global").names.whereis_name(name); }
 
 pid node::cluster_pid(pid p) const noexcept { return s_ ? s_->to_wire(p) : p; }
 

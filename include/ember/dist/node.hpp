@@ -25,9 +25,13 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
+#include "ember/core/error.hpp"
+#include "ember/core/process.hpp"
 #include "ember/core/pid.hpp"
+#include "ember/otp/registry.hpp"
 #include "ember/sched/runtime.hpp"
 
 namespace ember {
@@ -111,6 +115,27 @@ class node {
 // (p.bits(), read back with pid::from_bits) is not, so put it there in
 // this form. Either form names the same local process here.
 pid cluster_pid(pid p);
+
+// Global names, unique across the cluster (atomic in Redis), for
+// processes of this node. A name is released when its process exits or its
+// node goes down (by the first node that sees it down). Inside processes;
+// each is a round trip to Redis through the node's names server.
+//   register_global   false if the name is taken
+//   whereis_global    the pid (cluster form), or the null pid
+//   global_names()    the registry, for gen_server::call(via{&global_names(), "db"}, ...)
+//                     and gen_server::options::registry
+bool register_global(const std::string& name, pid p);
+void unregister_global(const std::string& name);
+pid whereis_global(const std::string& name);
+name_registry& global_names();
+// Sends to the process registered as `name` across the cluster; throws
+// error(no_such_name) if there is none.
+template <class T>
+void send_global(const std::string& name, T&& value) {
+  pid to = whereis_global(name);
+  if (!to) throw error(errc::no_such_name, "send_global: no process is registered as '" + name + "' in the cluster");
+  ember::send(to, std::forward<T>(value));
+}
 
 // Inside a process: a node_down message when node `id` goes down (at once
 // if it is not up now).

@@ -12,6 +12,8 @@
 #include <string>
 #include <unistd.h>
 
+#include <thread>
+
 #include <ember/dist/node.hpp>
 #include <ember/dist/wire.hpp>
 #include <ember/ember.hpp>
@@ -51,6 +53,10 @@ int main(int argc, char** argv) {
       if (!more) return;
     }
   });
+  // The echo is also known as "<name>_echo" across the cluster.
+  bool named = false;
+  rt.spawn([&named, echo, name = std::string(o.name)] { named = ember::register_global(name + "_echo", echo); });
+  while (!named) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   std::printf("ready %u %llu\n", me.id(), static_cast<unsigned long long>(me.cluster_pid(echo).bits()));
   std::fflush(stdout);
   char buf[64];

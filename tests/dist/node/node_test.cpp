@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cstring>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -348,8 +349,15 @@ TEST_F(dist_node, a_node_killed_with_sigkill_is_declared_down_and_its_links_fire
   EXPECT_EQ(got, (std::vector<std::string>{"down noconnection", "exit noconnection", "node_down"}));
   // Within the down timeout (1 s), with room for a loaded machine.
   EXPECT_LT(took, 1000ms + 4s);
-  // And once its heartbeat has expired, the node is gone from Redis too.
+  // And once its heartbeat has expired, the node is gone from Redis too,
+  // with its global names.
   EXPECT_TRUE(eventually([&] { return !a->n->find("victim"); }, 10s));
+  auto name = in_process(a->rt, [] {
+    pid p;
+    for (int i = 0; i < 2000 && (p = ember::whereis_global("victim_echo")); ++i) ember::sleep_for(5ms);
+    return p ? "still " + p.to_string() : std::string("released");
+  });
+  EXPECT_EQ(name, "released");
 }
 
 TEST_F(dist_node, a_value_that_is_not_a_wire_message_is_refused_with_a_clear_error) {
@@ -526,6 +534,98 @@ TEST_F(dist_node, malformed_input_on_the_data_path_is_dropped_counted_and_logged
   // The node goes on: a local send still works, and it ends the receiver.
   in_process(a->rt, [to] { ember::send(to, seq(0)); });
   EXPECT_EQ(got.take(), 0u);
+}
+
+// ------------------------------------------------------------ global names
+
+TEST_F(dist_node, a_global_name_raced_by_many_processes_on_two_nodes_goes_to_exactly_one) {
+  auto a = join("a");
+  auto b = join("b");
+  wait_connected(*a, *b);
+  constexpr int per_node = 16;
+  inbox<std::string> results;  // "won <pid>" or "lost", then what each sees
+  oneshot<void> go_signal;
+  std::vector<std::shared_ptr<std::atomic<bool>>> keep;
+  auto racer = [results](std::shared_ptr<std::promise<void>> start) {
+    return [results, start] {
+      pid me = ember::cluster_pid(ember::self());
+      bool won = ember::register_global("leader", me);
+      pid seen = ember::whereis_global("leader");
+      results.put(std::string(won ? "won " : "lost ") + (seen ? seen.to_string() : "none") + " " + me.to_string());
+      // The winner stays until told to go; the others leave now.
+      if (won) ember::receive([](const wire<Note>&) {});
+    };
+  };
+  for (int i = 0; i < per_node; ++i) {
+    a->rt.spawn(racer(nullptr));
+    b->rt.spawn(racer(nullptr));
+  }
+  int winners = 0;
+  std::string winner, seen_by_all;
+  for (int i = 0; i < 2 * per_node; ++i) {
+    std::string r = results.take();
+    std::istringstream in(r);
+    std::string outcome, seen, me;
+    in >> outcome >> seen >> me;
+    if (outcome == "won") {
+      ++winners;
+      winner = me;
+    }
+    if (seen_by_all.empty()) seen_by_all = seen;
+    EXPECT_EQ(seen, seen_by_all) << "every process sees one holder";
+  }
+  EXPECT_EQ(winners, 1);
+  EXPECT_EQ(seen_by_all, winner);
+  // The winner exits: the name is released and can be taken again.
+  auto after = in_process(a->rt, [] {
+    pid holder = ember::whereis_global("leader");
+    auto ref = ember::monitor(holder);
+    ember::send(holder, note("go"));
+    ember::receive([&](const ember::down& d) { return d.ref == ref; });
+    // Released by the holder's node once it hears of the exit.
+    pid now;
+    for (int i = 0; i < 2000 && (now = ember::whereis_global("leader")); ++i) ember::sleep_for(5ms);
+    std::string first = now ? "still " + now.to_string() : "released";
+    bool again = ember::register_global("leader", ember::self());
+    pid mine = ember::whereis_global("leader");
+    ember::unregister_global("leader");
+    return first + (again ? ", taken again" : ", refused") +
+           (mine == ember::cluster_pid(ember::self()) ? " by me" : " by " + mine.to_string()) +
+           (ember::whereis_global("leader") ? ", kept" : ", unregistered");
+  });
+  EXPECT_EQ(after, "released, taken again by me, unregistered");
+}
+
+TEST_F(dist_node, a_gen_server_named_globally_is_called_and_sent_to_from_another_node) {
+  auto a = join("a");
+  auto b = join("b");
+  wait_connected(*a, *b);
+  oneshot<void> started;
+  b->rt.spawn([started] {
+    ember::gen_server::options o;
+    o.name = "adder";
+    o.registry = &ember::global_names();
+    ember::gen_server::start<adder>(o);
+    started.set();
+  });
+  started.get();
+  auto got = in_process(a->rt, [] {
+    ember::via name{&ember::global_names(), "adder"};
+    auto r = ember::gen_server::call<wire<Seq>>(name, seq(9));
+    std::string out = std::to_string(r.get().getN());
+    try {
+      ember::send_global("nobody", note("x"));
+      out += ", sent";
+    } catch (const ember::error& e) {
+      out += ", " + errc_name(e.code());
+    }
+    pid server = ember::whereis_global("adder");
+    auto ref = ember::monitor(server);
+    ember::gen_server::cast(name, note("stop"));
+    std::string why = ember::receive([&](const ember::down& d) { return d.ref == ref ? d.reason.to_string() : "?"; });
+    return out + ", " + why;
+  });
+  EXPECT_EQ(got, "10, no_such_name, cast_stop");
 }
 
 }  // namespace
