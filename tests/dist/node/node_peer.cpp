@@ -12,6 +12,7 @@
 #include <string>
 #include <unistd.h>
 
+#include <atomic>
 #include <thread>
 
 #include <ember/dist/node.hpp>
@@ -54,9 +55,9 @@ int main(int argc, char** argv) {
     }
   });
   // The echo is also known as "<name>_echo" across the cluster.
-  bool named = false;
+  std::atomic<bool> named{false};
   rt.spawn([&named, echo, name = std::string(o.name)] { named = ember::register_global(name + "_echo", echo); });
-  while (!named) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  while (!named.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   std::printf("ready %u %llu\n", me.id(), static_cast<unsigned long long>(me.cluster_pid(echo).bits()));
   std::fflush(stdout);
   char buf[64];
