@@ -56,6 +56,7 @@
 // If the peer is still alive in Redis it is brought up again later, with a
 // new connection.
 #include "ember/dist/node.hpp"
+#include "dist/cluster.hpp"
 
 #include <algorithm>
 #include <array>
@@ -894,8 +895,9 @@ struct node::state final : core::remote_router {
                                           opts.cluster + "'");
       }
       // Held: by a live node, or by this node's previous life until its
-      // heartbeat expires.
+      // heartbeat expires. Meanwhile the id stays this node's.
       ember::sleep_for(std::min<std::chrono::milliseconds>(opts.heartbeat, 100ms));
+      rc.command({"SET", key("alive:" + std::to_string(id)), opts.name, "XX", "PX", px});
     }
     redis::reply h = rc.command({"HSET", key("nodes"), std::to_string(id), my_entry()});
     if (h.is_error()) throw error(errc::redis_error, "node: HSET nodes: " + h.str);
@@ -1167,6 +1169,11 @@ node::state& state_or_throw(const char* call) {
   return *st;
 }
 }  // namespace
+
+dist::detail::cluster_settings dist::detail::current_cluster(const char* call) {
+  node::state& st = state_or_throw(call);
+  return {st.opts.redis, st.opts.cluster, st.opts.name, st.opts.down_after};
+}
 
 name_registry& global_names() { return state_or_throw("global_names").names; }
 
