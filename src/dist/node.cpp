@@ -103,6 +103,9 @@ constexpr std::uint32_t max_frame = 64u << 20;
 
 struct flush_token {};    // wakes a peer's writer
 struct leave_request {};  // asks the membership process to leave
+struct lookup_request {    // asks it whether a node never seen is alive
+  std::uint32_t id;
+};
 
 // ------------------------------------------------------------ byte helpers
 
@@ -169,12 +172,19 @@ struct peer {
   pid writer;
   std::string out;             // frames for the writer
   bool writer_wanted = false;  // a flush token is on its way, or the writer is busy
+  bool via_stream = false;     // to its Redis Stream, not over TCP
   std::set<std::pair<std::uint64_t, std::uint64_t>> links;             // (local, remote) pid bits
   std::unordered_map<std::uint64_t, std::pair<pid, pid>> monitors_out;  // wire ref -> (local watcher, remote target)
   std::unordered_map<std::uint64_t, std::pair<pid, pid>> monitors_in;   // wire ref -> (remote watcher, local target)
   std::vector<pid> node_watchers;                                       // monitor_node
   std::chrono::steady_clock::time_point down_at{};
   bool announced_drop = false;
+  std::atomic<std::size_t> queued{0};  // out.size(), for check_sendable without the lock
+  // A node never seen yet (a pid of it came before the membership did):
+  // what is sent to it waits, in order, until Redis says whether it lives.
+  bool known = false;
+  bool lookup_sent = false;
+  std::vector<std::pair<pid, core::envelope*>> waiting;
 };
 
 // The global names server's requests (local calls).
@@ -351,6 +361,11 @@ struct node::state final : core::remote_router {
       throw error(errc::not_serializable, "send to " + to.to_string() + ": a " + core::demangle(*e.type) +
                                               " cannot cross nodes; remote messages are Cap'n Proto structs "
                                               "(ember::wire<S>, include/ember/dist/wire.hpp)");
+    const peer* pr = peers[to.node()].load(std::memory_order_acquire);
+    if (pr && pr->queued.load(std::memory_order_relaxed) > opts.max_queued_bytes)
+      throw error(errc::unavailable, "send to " + to.to_string() + ": more than " +
+                                         std::to_string(opts.max_queued_bytes) + " bytes wait for node " +
+                                         std::to_string(to.node()) + " (its connection or Redis is not up)");
   }
 
   // Answers what could not be carried, as the core answers a dead local
@@ -457,53 +472,103 @@ struct node::state final : core::remote_router {
     }
   }
 
+  // Appends e's frame to the peer's buffer (its lock held); false if the
+  // envelope was consumed otherwise (dropped, answered). The caller frees
+  // e when true, and wakes the writer if `wake` is set.
+  bool append_locked(std::unique_lock<std::mutex>& lock, peer& pr, pid to, core::envelope* e, pid& wake) {
+    if (pr.writer && pr.out.size() > opts.max_queued_bytes) {
+      // The connection (or Redis) is not keeping up, or not up: the bound.
+      bool first = !pr.announced_drop;
+      pr.announced_drop = true;
+      lock.unlock();
+      if (first) log("the queue to node " + std::to_string(pr.id) + " passed " + std::to_string(opts.max_queued_bytes) +
+                     " bytes; dropping messages to it until it drains");
+      unreachable(to, e, exit_reason::noconnection());
+      lock.lock();
+      return false;
+    }
+    try {
+      if (!encode(pr.out, to, *e)) {
+        lock.unlock();
+        dropped_unknown_type.fetch_add(1, std::memory_order_relaxed);
+        log("a " + core::demangle(*e->type) + " for " + to.to_string() + " is not a wire message: dropped");
+        e->destroy(e);
+        lock.lock();
+        return false;
+      }
+      note_outbound(pr, to, *e);
+      pr.queued.store(pr.out.size(), std::memory_order_relaxed);
+    } catch (...) {
+      lock.unlock();
+      unreachable(to, e, exit_reason::noconnection());  // out of memory
+      lock.lock();
+      return false;
+    }
+    if (!pr.writer_wanted) {
+      pr.writer_wanted = true;
+      wake = pr.writer;
+    }
+    frames_sent.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+
   void route(pid to, core::envelope* e) noexcept override {
     global_heap_scope global;  // the peer's buffer and tables outlive the sender
     std::uint32_t id = to.node();
-    peer* pr = active.load(std::memory_order_acquire) ? peers[id].load(std::memory_order_acquire) : nullptr;
-    if (!pr || !crosses_nodes(e->signal)) {
-      // A node never seen: as Erlang answers a monitor of a pid that names
-      // no process.
-      return unreachable(to, e, pr || !active.load(std::memory_order_relaxed) ? exit_reason::noconnection()
-                                                                               : exit_reason::noproc());
+    if (!active.load(std::memory_order_acquire) || !crosses_nodes(e->signal) || id == 0)
+      return unreachable(to, e, exit_reason::noconnection());
+    peer* pr;
+    try {
+      pr = &peer_of(id);
+    } catch (...) {
+      return unreachable(to, e, exit_reason::noconnection());
     }
     pid wake;
+    bool ask = false;
     {
       std::unique_lock lock(pr->mu);
       if (!pr->up) {
-        lock.unlock();
-        return unreachable(to, e, exit_reason::noconnection());
-      }
-      if (pr->writer && pr->out.size() > opts.max_queued_bytes) {
-        // The connection is not keeping up (or not up yet): the bound.
-        bool first = !pr->announced_drop;
-        pr->announced_drop = true;
-        lock.unlock();
-        if (first) log("the queue to node " + std::to_string(id) + " passed " + std::to_string(opts.max_queued_bytes) +
-                       " bytes; dropping messages to it until it drains");
-        return unreachable(to, e, exit_reason::noconnection());
-      }
-      try {
-        if (!encode(pr->out, to, *e)) {
+        if (pr->known) {
           lock.unlock();
-          dropped_unknown_type.fetch_add(1, std::memory_order_relaxed);
-          log("a " + core::demangle(*e->type) + " for " + to.to_string() + " is not a wire message: dropped");
-          e->destroy(e);
-          return;
+          return unreachable(to, e, exit_reason::noconnection());
         }
-        note_outbound(*pr, to, *e);
-      } catch (...) {
+        // Never seen: wait for the membership's answer (a new node, or
+        // none: then a monitor is answered noproc, as Erlang does).
+        try {
+          pr->waiting.emplace_back(to, e);
+        } catch (...) {
+          lock.unlock();
+          return unreachable(to, e, exit_reason::noproc());
+        }
+        ask = !pr->lookup_sent;
+        pr->lookup_sent = true;
+      } else if (append_locked(lock, *pr, to, e, wake)) {
         lock.unlock();
-        return unreachable(to, e, exit_reason::noconnection());  // out of memory
-      }
-      if (!pr->writer_wanted) {
-        pr->writer_wanted = true;
-        wake = pr->writer;
+        e->destroy(e);
       }
     }
-    frames_sent.fetch_add(1, std::memory_order_relaxed);
-    e->destroy(e);
     if (wake) core::deliver(n, wake, core::make_envelope(flush_token{}));
+    if (ask) {
+      if (pid m = membership_pid(); m) core::deliver(n, m, core::make_envelope(lookup_request{id}));
+    }
+  }
+
+  // The membership process (set once it runs).
+  std::atomic<std::uint64_t> membership_bits{0};
+  pid membership_pid() const noexcept { return pid::from_bits(membership_bits.load(std::memory_order_acquire)); }
+
+  // A node never seen turned out not to be alive: what waited for it is
+  // answered as for a process that does not exist.
+  void fail_waiting(peer& pr) {
+    std::vector<std::pair<pid, core::envelope*>> waiting;
+    {
+      global_heap_scope g;
+      std::lock_guard lock(pr.mu);
+      if (pr.up) return;
+      waiting.swap(pr.waiting);
+      pr.lookup_sent = false;
+    }
+    for (auto& [to, e] : waiting) unreachable(to, e, exit_reason::noproc());
   }
 
   // ---------------------------------------------------------- up and down
@@ -520,10 +585,41 @@ struct node::state final : core::remote_router {
       epoch = ++pr.epoch;
       pr.writer_wanted = false;
       pr.announced_drop = false;
+      pr.via_stream = opts.transport == node_transport::redis_stream || address == "-" || address.empty();
+      pr.known = true;
+      pr.lookup_sent = false;
     }
-    pid w = start([this, &pr, epoch, address] { run_writer(pr, epoch, address); });
-    std::lock_guard lock(pr.mu);
-    if (pr.epoch == epoch) pr.writer = w;
+    pid w = start([this, &pr, epoch, address] {
+      bool stream;
+      {
+        std::lock_guard lock(pr.mu);
+        stream = pr.via_stream;
+      }
+      if (stream) {
+        run_stream_writer(pr, epoch);
+      } else {
+        run_writer(pr, epoch, address);
+      }
+    });
+    std::vector<core::envelope*> sent;
+    {
+      global_heap_scope g;
+      std::unique_lock lock(pr.mu);
+      if (pr.epoch != epoch) return;
+      pr.writer = w;
+      // What waited for the node goes first, in order, before the lock
+      // lets later sends in.
+      auto waiting = std::move(pr.waiting);
+      pr.waiting.clear();
+      pid wake;
+      for (auto& [to, e] : waiting)
+        if (append_locked(lock, pr, to, e, wake)) sent.push_back(e);
+      if (wake) {
+        lock.unlock();
+        core::deliver(n, wake, core::make_envelope(flush_token{}));
+      }
+    }
+    for (auto* e : sent) e->destroy(e);
   }
 
   // Declares a peer down (if `epoch` is still its epoch; 0: whatever it
@@ -545,6 +641,7 @@ struct node::state final : core::remote_router {
       in.swap(pr.monitors_in);
       watchers.swap(pr.node_watchers);
       std::string().swap(pr.out);
+      pr.queued.store(0, std::memory_order_relaxed);
       writer = pr.writer;
       pr.writer = pid();
       name = pr.name;
@@ -609,6 +706,7 @@ struct node::state final : core::remote_router {
             pr.announced_drop = false;
           } else {
             batch.swap(pr.out);
+            pr.queued.store(0, std::memory_order_relaxed);
           }
           wait = batch.empty();
         }
@@ -626,6 +724,168 @@ struct node::state final : core::remote_router {
       bytes_sent.fetch_add(batch.size(), std::memory_order_relaxed);
       global_heap_scope g;
       batch.clear();
+    }
+  }
+
+  // ---------------------------------------------------------- Redis Streams
+
+  std::string stream_key(std::uint32_t id) const { return "{ember:" + opts.cluster + ":n" + std::to_string(id) + "}"; }
+
+  redis::client_options redis_options() const {
+    redis::client_options ro;
+    ro.seeds = opts.redis;
+    ro.command_timeout = std::max<std::chrono::milliseconds>(opts.down_after, 1000ms);
+    return ro;
+  }
+
+  // The writer of a peer reached through its stream: each batch of frames
+  // becomes entries of at most 256 KiB (n: this node's id, f: whole
+  // frames), XADDed in one pipeline. While Redis is unreachable the batch
+  // is retried with backoff and new frames wait in the peer's buffer, up
+  // to max_queued_bytes. A batch whose reply was lost with its connection
+  // is sent again: duplicates are possible then, losses are not.
+  void run_stream_writer(peer& pr, std::uint64_t epoch) {
+    redis::client rc(redis_options());
+    const std::string key = stream_key(pr.id), me = std::to_string(my_id.load());
+    constexpr std::size_t entry_limit = 256 * 1024;
+    std::string batch;
+    bool failing = false;
+    for (;;) {
+      if (batch.empty()) {
+        bool wait;
+        {
+          global_heap_scope g;
+          std::lock_guard lock(pr.mu);
+          if (!pr.up || pr.epoch != epoch) return;
+          if (pr.out.empty()) {
+            pr.writer_wanted = false;
+            pr.announced_drop = false;
+          } else {
+            batch.swap(pr.out);
+            pr.queued.store(0, std::memory_order_relaxed);
+          }
+          wait = batch.empty();
+        }
+        if (wait) {
+          ember::receive([](const flush_token&) {});
+          continue;
+        }
+      }
+      std::vector<std::vector<std::string>> cmds;
+      for (std::size_t at = 0; at < batch.size();) {
+        std::size_t end = at;
+        while (end < batch.size()) {
+          std::size_t len = 4 + get<std::uint32_t>(batch.data() + end);
+          if (end > at && end + len - at > entry_limit) break;
+          end += len;
+        }
+        cmds.push_back({"XADD", key, "*", "n", me, "f", batch.substr(at, end - at)});
+        at = end;
+      }
+      try {
+        auto replies = rc.pipeline(cmds);
+        for (auto& r : replies)
+          if (r.is_error()) throw error(errc::redis_error, r.str);
+        if (failing) log("the stream of node " + std::to_string(pr.id) + " is reachable again");
+        failing = false;
+      } catch (const error& e) {
+        {
+          std::lock_guard lock(pr.mu);
+          if (!pr.up || pr.epoch != epoch) return;
+        }
+        if (!failing) log("writing to the stream of node " + std::to_string(pr.id) + ": " + e.what() + "; retrying");
+        failing = true;
+        ember::sleep_for(100ms);
+        continue;
+      }
+      bytes_sent.fetch_add(batch.size(), std::memory_order_relaxed);
+      global_heap_scope g;
+      batch.clear();
+    }
+  }
+
+  // This node's stream: entries from nodes that send through Redis. Each
+  // entry's frames are delivered, then the entries acknowledged and the
+  // stream trimmed up to them. A malformed entry (written by anything but
+  // a node: redis-cli, a bug) is dropped with a logged error.
+  void run_stream_reader() {
+    redis::client rc(redis_options());
+    const std::string key = stream_key(my_id.load());
+    std::optional<redis::connection> blocking;
+    bool group = false;
+    for (;;) {
+      try {
+        if (!group) {
+          redis::reply r = rc.command({"XGROUP", "CREATE", key, "ember", "0", "MKSTREAM"}, 2);
+          if (r.is_error() && r.str.rfind("BUSYGROUP", 0) != 0) throw error(errc::redis_error, r.str);
+          group = true;
+        }
+        if (!blocking || !blocking->connected()) blocking.emplace(rc.dedicated_connection_for_key(key));
+        redis::reply r = blocking->command({"XREADGROUP", "GROUP", "ember", "node", "COUNT", "256", "BLOCK", "1000",
+                                            "STREAMS", key, ">"},
+                                           1000ms + opts.down_after);
+        if (r.is_error()) {
+          if (r.str.rfind("NOGROUP", 0) == 0) group = false;
+          throw error(errc::redis_error, r.str);
+        }
+        if (r.is_nil() || r.elements.empty() || r.elements[0].elements.size() < 2) continue;
+        std::vector<std::string> ack{"XACK", key, "ember"};
+        for (const auto& entry : r.elements[0].elements[1].elements) {
+          if (entry.elements.empty()) continue;
+          ack.push_back(entry.elements[0].str);
+          on_stream_entry(entry);
+        }
+        if (ack.size() > 3)
+          rc.pipeline({ack, {"XTRIM", key, "MINID", ack.back()}}, 1);
+      } catch (const error& e) {
+        blocking.reset();
+        if (!active.load(std::memory_order_acquire)) return;  // leaving: the stream is deleted
+        log(std::string("reading this node's stream: ") + e.what() + "; retrying");
+        ember::sleep_for(100ms);
+      }
+    }
+  }
+
+  void on_stream_entry(const redis::reply& entry) {
+    const std::string& id = entry.elements[0].str;
+    std::uint32_t from = 0;
+    const std::string* frames = nullptr;
+    if (entry.elements.size() >= 2) {
+      const auto& fields = entry.elements[1].elements;
+      for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
+        if (fields[i].str == "n") {
+          try {
+            std::size_t used = 0;
+            unsigned long v = std::stoul(fields[i + 1].str, &used);
+            if (used == fields[i + 1].str.size()) from = std::uint32_t(v);
+          } catch (...) {
+          }
+        } else if (fields[i].str == "f") {
+          frames = &fields[i + 1].str;
+        }
+      }
+    }
+    if (!frames || from == 0 || from > max_node_id || from == my_id.load()) {
+      dropped_malformed.fetch_add(1, std::memory_order_relaxed);
+      log("a malformed entry " + id + " in this node's stream (it needs n, a node id, and f, frames): dropped");
+      return;
+    }
+    peer& pr = peer_of(from);
+    frames_from_bytes(pr, frames->data(), frames->size(), id);
+  }
+
+  // Frames one after another (a stream entry's).
+  void frames_from_bytes(peer& pr, const char* p, std::size_t size, const std::string& where) {
+    std::size_t at = 0;
+    while (at < size) {
+      std::uint32_t len = size - at >= 4 ? get<std::uint32_t>(p + at) : 0;
+      if (len < 32 || len > max_frame || size - at - 4 < len) {
+        dropped_malformed.fetch_add(1, std::memory_order_relaxed);
+        log("a malformed frame in entry " + where + " from node " + std::to_string(pr.id) + ": the rest of it dropped");
+        return;
+      }
+      on_frame(pr, p + at + 4, len);
+      at += 4 + len;
     }
   }
 
@@ -867,7 +1127,9 @@ struct node::state final : core::remote_router {
 
   // ---------------------------------------------------------- membership
 
-  std::string my_entry() const { return opts.name + " " + advertised; }
+  std::string my_entry() const {
+    return opts.name + " " + (opts.transport == node_transport::redis_stream ? std::string("-") : advertised);
+  }
 
   // Takes an id and the name. Throws error on failure.
   void join(redis::client& rc) {
@@ -958,19 +1220,43 @@ struct node::state final : core::remote_router {
       }
       if (revive) bring_up(pr, name, address);
     }
-    // Peers that are up but no longer alive in Redis.
+    // Peers that are up but no longer alive in Redis, and nodes never seen
+    // that sends wait for but that do not exist.
     for (std::uint32_t i = 1; i <= max_node_id; ++i) {
       peer* pr = peers[i].load(std::memory_order_acquire);
       if (!pr || live.count(i)) continue;
       declare_down(*pr, 0, "it stopped heartbeating");
+      fail_waiting(*pr);
     }
     if (gone.size() > 2) {
-      for (std::size_t i = 2; i < gone.size(); ++i) clean_names_of(rc, std::uint32_t(std::stoul(gone[i])));
+      for (std::size_t i = 2; i < gone.size(); ++i) {
+        clean_names_of(rc, std::uint32_t(std::stoul(gone[i])));
+        rc.command({"DEL", stream_key(std::uint32_t(std::stoul(gone[i])))});  // what it never read goes with it
+      }
       rc.command(gone);
     }
   }
 
+  // A node that a send named before the membership saw it.
+  void lookup(redis::client& rc, std::uint32_t id) {
+    if (id == 0 || id > max_node_id) return;
+    peer& pr = peer_of(id);
+    try {
+      std::string ids = std::to_string(id);
+      auto r = rc.pipeline({{"HGET", key("nodes"), ids}, {"EXISTS", key("alive:" + ids)}});
+      if (r[0].kind == redis::reply::type::string && r[1].integer == 1) {
+        auto space = r[0].str.find(' ');
+        bring_up(pr, r[0].str.substr(0, space), space == std::string::npos ? "" : r[0].str.substr(space + 1));
+      } else {
+        fail_waiting(pr);
+      }
+    } catch (const std::exception& e) {
+      log("looking up node " + std::to_string(id) + ": " + e.what() + " (the next heartbeat tries again)");
+    }
+  }
+
   void run_membership(std::shared_ptr<std::promise<void>> joined_promise) {
+    membership_bits.store(self().bits(), std::memory_order_release);
     struct done_guard {
       state* s;
       ~done_guard() {
@@ -999,11 +1285,21 @@ struct node::state final : core::remote_router {
       return;
     }
     active.store(true, std::memory_order_release);
+    start([this] { run_stream_reader(); });
     joined_promise->set_value();
+    auto next_tick = std::chrono::steady_clock::now() + opts.heartbeat;
     for (;;) {
-      bool leaving = ember::receive([](const leave_request&) { return true; },
-                                    ember::after(opts.heartbeat, [] { return false; }));
-      if (leaving) break;
+      auto now = std::chrono::steady_clock::now();
+      auto wait = next_tick > now ? std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - now) : 0ms;
+      int what = ember::receive([](const leave_request&) { return 0; },
+                                [&](const lookup_request& l) {
+                                  lookup(*rc, l.id);
+                                  return 1;
+                                },
+                                ember::after(wait, [] { return 2; }));
+      if (what == 0) break;
+      if (what == 1) continue;
+      next_tick = std::chrono::steady_clock::now() + opts.heartbeat;
       try {
         tick(*rc);
       } catch (const std::exception& e) {
@@ -1015,6 +1311,7 @@ struct node::state final : core::remote_router {
     try {
       std::string id = std::to_string(my_id.load());
       clean_names_of(*rc, my_id.load());
+      rc->command({"DEL", stream_key(my_id.load())});
       rc->pipeline({{"DEL", key("alive:" + id)}, {"DEL", key("name:" + opts.name)}, {"HDEL", key("nodes"), id}});
     } catch (const std::exception& e) {
       log(std::string("leaving: ") + e.what());
@@ -1093,8 +1390,12 @@ void node::leave() {
       st->log("leaving: the membership process did not answer in 10 s");
   }
   st->active.store(false, std::memory_order_release);
-  for (std::uint32_t i = 1; i <= max_node_id; ++i)
-    if (peer* pr = st->peers[i].load(std::memory_order_acquire)) st->declare_down(*pr, 0, "this node left");
+  for (std::uint32_t i = 1; i <= max_node_id; ++i) {
+    if (peer* pr = st->peers[i].load(std::memory_order_acquire)) {
+      st->declare_down(*pr, 0, "this node left");
+      st->fail_waiting(*pr);
+    }
+  }
   // Then its other processes: the listener, readers, writers. A process
   // started but not yet running is killed in a later round.
   std::vector<pid> extra;

@@ -36,6 +36,14 @@
 
 namespace ember {
 
+// How messages travel to a node. direct: a TCP connection of the sender's
+// to the node's published listener (the fast path). redis_stream: entries
+// of the node's Redis Stream, which it reads with a consumer group (one
+// Redis hop each way; for nodes that cannot accept connections). A node
+// always reads its stream, so a direct node reaches a redis_stream one and
+// the other way round.
+enum class node_transport { direct, redis_stream };
+
 struct node_options {
   std::string name;                     // unique among the cluster's live nodes
   std::string cluster = "ember";        // the Redis key space ({ember:<cluster>}:...)
@@ -45,7 +53,11 @@ struct node_options {
   std::chrono::milliseconds heartbeat{500};     // how often the node says it is alive
   std::chrono::milliseconds down_after{3000};   // silence after which other nodes declare it down
   std::chrono::milliseconds join_timeout{10000};
-  std::size_t max_queued_bytes = std::size_t(64) << 20;  // per peer, while its connection is not up
+  // Per peer: messages queued while its connection (or Redis) is not up.
+  // Past it a send to that node throws error(unavailable), and what the
+  // runtime sends (exit signals, downs) is dropped with a logged error.
+  std::size_t max_queued_bytes = std::size_t(64) << 20;
+  node_transport transport = node_transport::direct;  // how others send to this node
 };
 
 // A node as another node sees it.

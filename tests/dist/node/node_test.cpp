@@ -65,7 +65,7 @@ void echo_body() {
   }
 }
 
-class dist_node : public ::testing::Test {
+class dist_node : public ::testing::TestWithParam<ember::node_transport> {
  protected:
   static void SetUpTestSuite() { redis_ = new redis_server(); }
   static void TearDownTestSuite() {
@@ -80,6 +80,7 @@ class dist_node : public ::testing::Test {
     o.redis = {redis_->address()};
     o.heartbeat = 100ms;
     o.down_after = 1000ms;
+    o.transport = GetParam();
     return o;
   }
   std::string cluster() const {
@@ -110,7 +111,13 @@ class dist_node : public ::testing::Test {
 };
 redis_server* dist_node::redis_ = nullptr;
 
-TEST_F(dist_node, two_nodes_take_distinct_ids_and_see_each_other) {
+INSTANTIATE_TEST_SUITE_P(transport, dist_node,
+                         ::testing::Values(ember::node_transport::direct, ember::node_transport::redis_stream),
+                         [](const auto& info) {
+                           return std::string(info.param == ember::node_transport::direct ? "direct" : "redis_stream");
+                         });
+
+TEST_P(dist_node, two_nodes_take_distinct_ids_and_see_each_other) {
   auto a = join("a");
   auto b = join("b");
   EXPECT_NE(a->n->id(), 0u);
@@ -121,10 +128,10 @@ TEST_F(dist_node, two_nodes_take_distinct_ids_and_see_each_other) {
   auto seen = a->n->nodes();
   ASSERT_EQ(seen.size(), 1u);
   EXPECT_EQ(seen[0].name, "b");
-  EXPECT_EQ(seen[0].address, b->n->address());
+  EXPECT_EQ(seen[0].address, GetParam() == ember::node_transport::direct ? b->n->address() : "-");
 }
 
-TEST_F(dist_node, a_name_held_by_a_live_node_cannot_join_twice) {
+TEST_P(dist_node, a_name_held_by_a_live_node_cannot_join_twice) {
   auto a = join("same");
   member second;
   auto o = options("same");
@@ -138,7 +145,7 @@ TEST_F(dist_node, a_name_held_by_a_live_node_cannot_join_twice) {
   }
 }
 
-TEST_F(dist_node, messages_between_a_pair_of_processes_arrive_in_order) {
+TEST_P(dist_node, messages_between_a_pair_of_processes_arrive_in_order) {
   auto a = join("a");
   auto b = join("b");
   wait_connected(*a, *b);
@@ -176,7 +183,7 @@ TEST_F(dist_node, messages_between_a_pair_of_processes_arrive_in_order) {
   EXPECT_GE(b->n->stats().frames_received, count);
 }
 
-TEST_F(dist_node, a_remote_monitor_hears_the_exit_reason) {
+TEST_P(dist_node, a_remote_monitor_hears_the_exit_reason) {
   auto a = join("a");
   auto b = join("b");
   wait_connected(*a, *b);
@@ -192,7 +199,7 @@ TEST_F(dist_node, a_remote_monitor_hears_the_exit_reason) {
   EXPECT_EQ(got, "ref ok, who ok, bye");
 }
 
-TEST_F(dist_node, a_remote_link_carries_a_crash_to_a_process_that_traps_exits) {
+TEST_P(dist_node, a_remote_link_carries_a_crash_to_a_process_that_traps_exits) {
   auto a = join("a");
   auto b = join("b");
   wait_connected(*a, *b);
@@ -209,7 +216,7 @@ TEST_F(dist_node, a_remote_link_carries_a_crash_to_a_process_that_traps_exits) {
   EXPECT_EQ(got, "from ok, std::runtime_error: boom");
 }
 
-TEST_F(dist_node, a_remote_link_ends_a_process_that_does_not_trap_exits) {
+TEST_P(dist_node, a_remote_link_ends_a_process_that_does_not_trap_exits) {
   auto a = join("a");
   auto b = join("b");
   wait_connected(*a, *b);
@@ -222,7 +229,7 @@ TEST_F(dist_node, a_remote_link_ends_a_process_that_does_not_trap_exits) {
   EXPECT_EQ(exit_of(w).to_string(), "going");
 }
 
-TEST_F(dist_node, a_link_from_the_other_side_is_answered_too) {
+TEST_P(dist_node, a_link_from_the_other_side_is_answered_too) {
   // The remote process links to a local one; the local one's crash reaches it.
   auto a = join("a");
   auto b = join("b");
@@ -243,7 +250,7 @@ TEST_F(dist_node, a_link_from_the_other_side_is_answered_too) {
   EXPECT_EQ(heard.get(), "local_failure");
 }
 
-TEST_F(dist_node, monitoring_a_dead_remote_process_or_a_process_of_an_unknown_node_gives_noproc) {
+TEST_P(dist_node, monitoring_a_dead_remote_process_or_a_process_of_an_unknown_node_gives_noproc) {
   auto a = join("a");
   auto b = join("b");
   wait_connected(*a, *b);
@@ -265,7 +272,7 @@ TEST_F(dist_node, monitoring_a_dead_remote_process_or_a_process_of_an_unknown_no
   EXPECT_EQ(got, "noproc noproc noproc");
 }
 
-TEST_F(dist_node, when_a_node_leaves_links_monitors_and_node_monitors_fire_noconnection) {
+TEST_P(dist_node, when_a_node_leaves_links_monitors_and_node_monitors_fire_noconnection) {
   auto a = join("a");
   auto b = join("b");
   wait_connected(*a, *b);
@@ -295,7 +302,7 @@ TEST_F(dist_node, when_a_node_leaves_links_monitors_and_node_monitors_fire_nocon
   EXPECT_TRUE(eventually([&] { return a->n->nodes().empty(); }));
 }
 
-TEST_F(dist_node, a_node_killed_with_sigkill_is_declared_down_and_its_links_fire_noconnection) {
+TEST_P(dist_node, a_node_killed_with_sigkill_is_declared_down_and_its_links_fire_noconnection) {
   auto a = join("a");
   // The other node: an OS process of its own.
   int out[2], in[2];
@@ -360,7 +367,7 @@ TEST_F(dist_node, a_node_killed_with_sigkill_is_declared_down_and_its_links_fire
   EXPECT_EQ(name, "released");
 }
 
-TEST_F(dist_node, a_value_that_is_not_a_wire_message_is_refused_with_a_clear_error) {
+TEST_P(dist_node, a_value_that_is_not_a_wire_message_is_refused_with_a_clear_error) {
   auto a = join("a");
   auto b = join("b");
   wait_connected(*a, *b);
@@ -380,7 +387,7 @@ TEST_F(dist_node, a_value_that_is_not_a_wire_message_is_refused_with_a_clear_err
   EXPECT_NE(got.find("std::"), std::string::npos) << got;  // names the type
 }
 
-TEST_F(dist_node, a_runtime_that_is_no_node_refuses_a_remote_pid) {
+TEST_P(dist_node, a_runtime_that_is_no_node_refuses_a_remote_pid) {
   ember::runtime rt(ember::runtime_options{.schedulers = 1});
   auto got = in_process(rt, [] {
     try {
@@ -406,7 +413,7 @@ struct adder {
   }
 };
 
-TEST_F(dist_node, a_gen_server_call_crosses_nodes_with_replies_timeouts_and_noproc) {
+TEST_P(dist_node, a_gen_server_call_crosses_nodes_with_replies_timeouts_and_noproc) {
   auto a = join("a");
   auto b = join("b");
   wait_connected(*a, *b);
@@ -490,7 +497,7 @@ std::string frame(pid to, std::uint64_t schema, const std::string& body) {
 }
 bool write_all(int fd, const std::string& s) { return ::send(fd, s.data(), s.size(), MSG_NOSIGNAL) == ssize_t(s.size()); }
 
-TEST_F(dist_node, malformed_input_on_the_data_path_is_dropped_counted_and_logged_and_the_node_goes_on) {
+TEST_P(dist_node, malformed_input_on_the_data_path_is_dropped_counted_and_logged_and_the_node_goes_on) {
   auto a = join("a");
   oneshot<pid> receiver;
   inbox<std::uint64_t> got;
@@ -538,7 +545,7 @@ TEST_F(dist_node, malformed_input_on_the_data_path_is_dropped_counted_and_logged
 
 // ------------------------------------------------------------ global names
 
-TEST_F(dist_node, a_global_name_raced_by_many_processes_on_two_nodes_goes_to_exactly_one) {
+TEST_P(dist_node, a_global_name_raced_by_many_processes_on_two_nodes_goes_to_exactly_one) {
   auto a = join("a");
   auto b = join("b");
   wait_connected(*a, *b);
@@ -596,7 +603,7 @@ TEST_F(dist_node, a_global_name_raced_by_many_processes_on_two_nodes_goes_to_exa
   EXPECT_EQ(after, "released, taken again by me, unregistered");
 }
 
-TEST_F(dist_node, a_gen_server_named_globally_is_called_and_sent_to_from_another_node) {
+TEST_P(dist_node, a_gen_server_named_globally_is_called_and_sent_to_from_another_node) {
   auto a = join("a");
   auto b = join("b");
   wait_connected(*a, *b);
@@ -626,6 +633,30 @@ TEST_F(dist_node, a_gen_server_named_globally_is_called_and_sent_to_from_another
     return out + ", " + why;
   });
   EXPECT_EQ(got, "10, no_such_name, cast_stop");
+}
+
+TEST_P(dist_node, malformed_entries_written_into_a_nodes_stream_are_dropped_with_a_logged_error) {
+  auto a = join("a");
+  oneshot<pid> receiver;
+  inbox<std::uint64_t> got;
+  a->rt.spawn([receiver, got] {
+    receiver.set(ember::cluster_pid(ember::self()));
+    ember::receive([&](const wire<Seq>& m) { got.put(m.get().getN()); });
+  });
+  pid to = receiver.get();
+  std::string key = "{ember:" + cluster() + ":n" + std::to_string(a->n->id()) + "}";
+  auto five = seq(5);
+  std::string good(reinterpret_cast<const char*>(five.bytes().data()), five.bytes().size());
+  // As redis-cli would: no fields the node knows, a bad node id, frames
+  // that are not frames, then a good entry from a node that does not exist.
+  redis_->command({"XADD", key, "*", "hello", "world"});
+  redis_->command({"XADD", key, "*", "n", "zero", "f", "x"});
+  redis_->command({"XADD", key, "*", "n", "4001", "f", "not frames at all"});
+  redis_->command({"XADD", key, "*", "n", "4001", "f", frame(to, wire<Seq>::schema_id(), good)});
+  EXPECT_EQ(got.take(), 5u);
+  EXPECT_EQ(a->n->stats().dropped_malformed, 3u);
+  // Read entries are acknowledged and trimmed away.
+  EXPECT_TRUE(eventually([&] { return redis_->command({"XLEN", key}) == ":1\r\n"; })) << redis_->command({"XLEN", key});
 }
 
 }  // namespace
