@@ -33,3 +33,12 @@ ember_capnp_generate(ember_dist_durable_test IMPORT_DIRS node FILES node/node_me
 gtest_discover_tests(ember_dist_durable_test
   DISCOVERY_MODE PRE_TEST
   PROPERTIES LABELS "dist/durable_test" TIMEOUT 600)
+
+# Nodes against a Redis that restarts, and against a 3-master Redis Cluster.
+add_executable(ember_dist_resilience_test node/resilience_test.cpp)
+target_link_libraries(ember_dist_resilience_test PRIVATE ember::dist ember_test_support)
+target_compile_options(ember_dist_resilience_test PRIVATE -Wall -Wextra)
+ember_capnp_generate(ember_dist_resilience_test IMPORT_DIRS node FILES node/node_messages.capnp)
+gtest_discover_tests(ember_dist_resilience_test
+  DISCOVERY_MODE PRE_TEST
+  PROPERTIES LABELS "dist/resilience_test" TIMEOUT 300)
