@@ -57,6 +57,8 @@
 // new connection.
 #include "ember/dist/node.hpp"
 #include "dist/cluster.hpp"
+#include "dist/ember_dist.capnp.h"
+#include "ember/dist/remote_spawn.hpp"
 
 #include <algorithm>
 #include <array>
@@ -70,6 +72,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <thread>
 #include <unordered_map>
 
@@ -173,6 +176,7 @@ struct peer {
   std::string out;             // frames for the writer
   bool writer_wanted = false;  // a flush token is on its way, or the writer is busy
   bool via_stream = false;     // to its Redis Stream, not over TCP
+  std::uint64_t spawner = 0;   // its spawner's pid (cluster form), from its membership entry
   std::set<std::pair<std::uint64_t, std::uint64_t>> links;             // (local, remote) pid bits
   std::unordered_map<std::uint64_t, std::pair<pid, pid>> monitors_out;  // wire ref -> (local watcher, remote target)
   std::unordered_map<std::uint64_t, std::pair<pid, pid>> monitors_in;   // wire ref -> (remote watcher, local target)
@@ -574,12 +578,13 @@ struct node::state final : core::remote_router {
   // ---------------------------------------------------------- up and down
 
   // Brings a peer up: a new epoch and a writer that connects to it.
-  void bring_up(peer& pr, const std::string& name, const std::string& address) {
+  void bring_up(peer& pr, const std::string& name, const std::string& address, std::uint64_t spawner = 0) {
     std::uint64_t epoch;
     {
       std::lock_guard lock(pr.mu);
       pr.name = name;
       pr.address = address;
+      if (spawner) pr.spawner = spawner;
       if (pr.up || !active.load(std::memory_order_acquire)) return;
       pr.up = true;
       epoch = ++pr.epoch;
@@ -1125,10 +1130,76 @@ struct node::state final : core::remote_router {
     }
   };
 
+  // ---------------------------------------------------------- remote spawn
+
+  struct spawnable {
+    std::uint64_t schema_id;
+    std::string type_name;
+    dist::detail::spawnable_fn fn;
+  };
+  std::mutex spawnables_mu;
+  std::unordered_map<std::string, std::shared_ptr<const spawnable>> spawnables;
+  std::atomic<std::uint64_t> spawner_bits{0};
+
+  // The spawner: starts registered functions for other nodes.
+  struct spawner_state {
+    state* st;
+    explicit spawner_state(state* s) : st(s) {}
+    void handle_call(message& m, from f) {
+      auto* req = m.get_if<wire<SpawnRequest>>();
+      if (!req) return;
+      auto r = req->get();
+      std::string name = r.getFunction().cStr();
+      std::shared_ptr<const spawnable> fn;
+      {
+        global_heap_scope g;
+        std::lock_guard lock(st->spawnables_mu);
+        auto it = st->spawnables.find(name);
+        if (it != st->spawnables.end()) fn = it->second;
+      }
+      std::string error;
+      pid started;
+      if (!fn) {
+        error = "node " + std::to_string(st->my_id.load()) + " (" + st->opts.name + ") has no function '" + name +
+                "' to spawn (register_spawnable)";
+      } else if (fn->schema_id != r.getSchemaId()) {
+        error = "'" + name + "' on node " + std::to_string(st->my_id.load()) + " takes " + fn->type_name +
+                ", not the argument sent (schema id " + std::to_string(r.getSchemaId()) + ")";
+      } else {
+        auto arg = r.getArgument();
+        std::string bytes(reinterpret_cast<const char*>(arg.begin()), arg.size());
+        started = ember::cluster_pid(ember::spawn([fn, bytes = std::move(bytes)] {
+          fn->fn(std::as_bytes(std::span(bytes.data(), bytes.size())));
+        }));
+      }
+      ember::reply(f, wire<SpawnReply>::build([&](SpawnReply::Builder b) {
+        b.setPid(started.bits());
+        b.setError(error);
+      }));
+    }
+  };
+
   // ---------------------------------------------------------- membership
 
+  // A node's entry in the membership hash: "name address spawner".
   std::string my_entry() const {
-    return opts.name + " " + (opts.transport == node_transport::redis_stream ? std::string("-") : advertised);
+    return opts.name + " " + (opts.transport == node_transport::redis_stream ? std::string("-") : advertised) + " " +
+           std::to_string(to_wire(pid::from_bits(spawner_bits.load())).bits());
+  }
+  struct entry_fields {
+    std::string name, address;
+    std::uint64_t spawner = 0;
+  };
+  static entry_fields parse_entry(const std::string& entry) {
+    entry_fields f;
+    std::istringstream in(entry);
+    std::string spawner;
+    in >> f.name >> f.address >> spawner;
+    try {
+      f.spawner = spawner.empty() ? 0 : std::stoull(spawner);
+    } catch (...) {
+    }
+    return f;
   }
 
   // Takes an id and the name. Throws error on failure.
@@ -1208,8 +1279,7 @@ struct node::state final : core::remote_router {
         continue;
       }
       live.insert(other);
-      auto space = entry.find(' ');
-      std::string name = entry.substr(0, space), address = space == std::string::npos ? "" : entry.substr(space + 1);
+      entry_fields fields = parse_entry(entry);
       peer& pr = peer_of(other);
       bool revive;
       {
@@ -1218,7 +1288,12 @@ struct node::state final : core::remote_router {
         // a heartbeat, if Redis still has it alive.
         revive = !pr.up && std::chrono::steady_clock::now() - pr.down_at >= opts.heartbeat;
       }
-      if (revive) bring_up(pr, name, address);
+      if (revive) {
+        bring_up(pr, fields.name, fields.address, fields.spawner);
+      } else if (fields.spawner) {
+        std::lock_guard lock(pr.mu);
+        pr.spawner = fields.spawner;
+      }
     }
     // Peers that are up but no longer alive in Redis, and nodes never seen
     // that sends wait for but that do not exist.
@@ -1245,8 +1320,8 @@ struct node::state final : core::remote_router {
       std::string ids = std::to_string(id);
       auto r = rc.pipeline({{"HGET", key("nodes"), ids}, {"EXISTS", key("alive:" + ids)}});
       if (r[0].kind == redis::reply::type::string && r[1].integer == 1) {
-        auto space = r[0].str.find(' ');
-        bring_up(pr, r[0].str.substr(0, space), space == std::string::npos ? "" : r[0].str.substr(space + 1));
+        entry_fields fields = parse_entry(r[0].str);
+        bring_up(pr, fields.name, fields.address, fields.spawner);
       } else {
         fail_waiting(pr);
       }
@@ -1270,6 +1345,9 @@ struct node::state final : core::remote_router {
     ro.command_timeout = std::max<std::chrono::milliseconds>(opts.down_after, 1000ms);
     std::unique_ptr<redis::client> rc;
     try {
+      pid sp = gen_server::start<spawner_state>(this);
+      spawner_bits.store(sp.bits(), std::memory_order_release);
+      processes_extra(sp);
       rc = std::make_unique<redis::client>(ro);
       join(*rc);
     } catch (...) {
@@ -1491,6 +1569,46 @@ pid cluster_pid(pid p) {
   if (!nd || !core::current_process()) throw error(errc::not_in_process, "cluster_pid: called outside a process");
   std::uint32_t id = nd->cluster_id.load(std::memory_order_relaxed);
   return p.node() == 0 && p && id ? pid(id, p.slot(), p.generation()) : p;
+}
+
+void dist::detail::register_spawnable(node& n, std::string name, std::uint64_t schema_id, std::string type_name,
+                                      spawnable_fn fn) {
+  if (!n.s_) throw error(errc::unavailable, "register_spawnable: the node has left");
+  if (name.empty()) throw error(errc::invalid_argument, "register_spawnable: an empty name");
+  global_heap_scope g;
+  auto entry = std::make_shared<const node::state::spawnable>(
+      node::state::spawnable{schema_id, std::move(type_name), std::move(fn)});
+  std::lock_guard lock(n.s_->spawnables_mu);
+  n.s_->spawnables[std::move(name)] = std::move(entry);
+}
+
+pid dist::detail::spawn_on(std::uint32_t node_id, const std::string& name, std::uint64_t schema_id,
+                           std::span<const std::byte> argument, std::chrono::milliseconds timeout) {
+  node::state& st = state_or_throw("spawn_on");
+  std::uint64_t spawner = 0;
+  if (node_id == st.my_id.load()) {
+    spawner = st.to_wire(pid::from_bits(st.spawner_bits.load())).bits();
+  } else if (node_id >= 1 && node_id <= max_node_id) {
+    if (peer* pr = st.peers[node_id].load(std::memory_order_acquire)) {
+      std::lock_guard lock(pr->mu);
+      if (pr->up) spawner = pr->spawner;
+    }
+  }
+  if (!spawner)
+    throw exit_error(errc::call_failed, "spawn_on: node " + std::to_string(node_id) + " is not a live node of this cluster",
+                     exit_reason::noconnection());
+  auto request = wire<SpawnRequest>::build([&](SpawnRequest::Builder b) {
+    b.setFunction(name);
+    b.setSchemaId(schema_id);
+    b.setArgument(capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(argument.data()), argument.size()));
+  });
+  auto reply = gen_server::call<wire<SpawnReply>>(pid::from_bits(spawner), request, timeout);
+  auto r = reply.get();
+  if (r.getError().size() > 0) {
+    std::string why = r.getError().cStr();
+    throw error(why.find("takes") != std::string::npos ? errc::bad_message_type : errc::not_found, "spawn_on: " + why);
+  }
+  return pid::from_bits(r.getPid());
 }
 
 void monitor_node(std::uint32_t id) {

@@ -21,7 +21,10 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <span>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -35,6 +38,12 @@
 #include "ember/sched/runtime.hpp"
 
 namespace ember {
+
+class node;
+namespace dist::detail {
+void register_spawnable(node& n, std::string name, std::uint64_t schema_id, std::string type_name,
+                        std::function<void(std::span<const std::byte>)> fn);
+}
 
 // How messages travel to a node. direct: a TCP connection of the sender's
 // to the node's published listener (the fast path). redis_stream: entries
@@ -118,6 +127,8 @@ class node {
   struct state;
 
  private:
+  friend void dist::detail::register_spawnable(node&, std::string, std::uint64_t, std::string,
+                                               std::function<void(std::span<const std::byte>)>);
   state* s_;  // owned by the runtime (its router), so it outlives every send
 };
 

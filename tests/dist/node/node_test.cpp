@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "ember/dist/node.hpp"
+#include "ember/dist/remote_spawn.hpp"
 #include "ember/dist/wire.hpp"
 #include "ember/io/net.hpp"
 #include "ember_test.hpp"
@@ -657,6 +658,41 @@ TEST_P(dist_node, malformed_entries_written_into_a_nodes_stream_are_dropped_with
   EXPECT_EQ(a->n->stats().dropped_malformed, 3u);
   // Read entries are acknowledged and trimmed away.
   EXPECT_TRUE(eventually([&] { return redis_->command({"XLEN", key}) == ":1\r\n"; })) << redis_->command({"XLEN", key});
+}
+
+// ------------------------------------------------------------ remote spawn
+
+TEST_P(dist_node, a_registered_function_is_spawned_on_another_node_by_name_with_its_argument) {
+  auto a = join("a");
+  auto b = join("b");
+  wait_connected(*a, *b);
+  ember::register_spawnable<Seq>(*b->n, "double", [](wire<Seq> in) {
+    ember::send(pid::from_bits(in.get().getFrom()), seq(2 * in.get().getN(), ember::cluster_pid(ember::self())));
+  });
+  ember::register_spawnable(*b->n, "idle", [] {});
+  std::uint32_t b_id = b->n->id();
+  auto got = in_process(a->rt, [b_id] {
+    pid w = ember::spawn_on(b_id, "double", seq(21, ember::cluster_pid(ember::self())));
+    std::string out = ember::receive([&](const wire<Seq>& m) {
+      return std::to_string(m.get().getN()) + (pid::from_bits(m.get().getFrom()) == w ? " from it" : " from elsewhere");
+    });
+    out += w.node() == b_id ? ", on b" : ", on " + std::to_string(w.node());
+    auto failure = [&](auto f) {
+      try {
+        f();
+        return std::string("spawned");
+      } catch (const ember::exit_error& e) {
+        return errc_name(e.code()) + " " + e.reason().to_string();
+      } catch (const ember::error& e) {
+        return errc_name(e.code());
+      }
+    };
+    out += ", " + failure([&] { ember::spawn_on(b_id, "nothing"); });
+    out += ", " + failure([&] { ember::spawn_on(b_id, "idle", seq(1)); });
+    out += ", " + failure([&] { ember::spawn_on(4001, "double", seq(1)); });
+    return out;
+  });
+  EXPECT_EQ(got, "42 from it, on b, not_found, bad_message_type, call_failed noconnection");
 }
 
 }  // namespace
