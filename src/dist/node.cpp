@@ -105,6 +105,24 @@ constexpr std::uint16_t protocol_version = 1;
 constexpr std::uint32_t max_frame = 64u << 20;
 
 struct flush_token {};    // wakes a peer's writer
+
+// The exception being handled, as a copy in the global heap: one thrown in
+// a process keeps its text in that process's heap, which goes when the
+// process ends, and the thread that waits for a join reads it later.
+std::exception_ptr portable_exception() {
+  global_heap_scope g;
+  try {
+    throw;
+  } catch (const exit_error& e) {
+    return std::make_exception_ptr(exit_error(e.code(), e.what(), e.reason()));
+  } catch (const error& e) {
+    return std::make_exception_ptr(error(e.code(), e.what()));
+  } catch (const std::exception& e) {
+    return std::make_exception_ptr(std::runtime_error(e.what()));
+  } catch (...) {
+    return std::make_exception_ptr(std::runtime_error("an unknown exception"));
+  }
+}
 struct leave_request {};  // asks the membership process to leave
 struct lookup_request {    // asks it whether a node never seen is alive
   std::uint32_t id;
@@ -1351,7 +1369,7 @@ struct node::state final : core::remote_router {
       rc = std::make_unique<redis::client>(ro);
       join(*rc);
     } catch (...) {
-      joined_promise->set_exception(std::current_exception());
+      joined_promise->set_exception(portable_exception());
       return;
     }
     try {
@@ -1359,7 +1377,7 @@ struct node::state final : core::remote_router {
       names_server.store(ns.bits(), std::memory_order_release);
       processes_extra(ns);
     } catch (...) {
-      joined_promise->set_exception(std::current_exception());
+      joined_promise->set_exception(portable_exception());
       return;
     }
     active.store(true, std::memory_order_release);
@@ -1423,7 +1441,7 @@ node::node(runtime& rt, node_options opts) {
     try {
       l = net::listener::listen(net::address::parse(st->opts.listen));
     } catch (...) {
-      listening->set_exception(std::current_exception());
+      listening->set_exception(portable_exception());
       return;
     }
     listening->set_value(l.local_address().to_string());
