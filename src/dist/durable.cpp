@@ -30,6 +30,7 @@
 #include "ember/dist/durable.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <deque>
 
@@ -159,12 +160,10 @@ void parse_entries(const redis::reply& list, std::vector<Entry>& out, std::vecto
     bool have_schema = false, have_bytes = false;
     for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
       if (fields[i].str == "s") {
-        try {
-          std::size_t used = 0;
-          e.schema_id = std::stoull(fields[i + 1].str, &used);
-          have_schema = used == fields[i + 1].str.size();
-        } catch (...) {
-        }
+        // from_chars, not stoull: errno is shared by the processes of a thread.
+        const std::string& t = fields[i + 1].str;
+        auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), e.schema_id);
+        have_schema = ec == std::errc() && end == t.data() + t.size() && !t.empty();
       } else if (fields[i].str == "m") {
         e.bytes = fields[i + 1].str;
         have_bytes = true;

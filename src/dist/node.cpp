@@ -64,6 +64,7 @@
 #include <array>
 #include <atomic>
 #include <bit>
+#include <charconv>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
@@ -71,6 +72,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -138,6 +140,16 @@ void put_text(std::string& out, std::string_view s) {
   put(out, std::uint32_t(s.size()));
   out.append(s);
 }
+// A whole decimal number, or nullopt. (from_chars: std::stoul would touch
+// errno, which the processes of a thread share.)
+template <class T = std::uint64_t>
+std::optional<T> number(std::string_view text) {
+  T v{};
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty()) return std::nullopt;
+  return v;
+}
+
 template <class T>
 T get(const char* p) {
   T v;
@@ -877,12 +889,7 @@ struct node::state final : core::remote_router {
       const auto& fields = entry.elements[1].elements;
       for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
         if (fields[i].str == "n") {
-          try {
-            std::size_t used = 0;
-            unsigned long v = std::stoul(fields[i + 1].str, &used);
-            if (used == fields[i + 1].str.size()) from = std::uint32_t(v);
-          } catch (...) {
-          }
+          from = number<std::uint32_t>(fields[i + 1].str).value_or(0);
         } else if (fields[i].str == "f") {
           frames = &fields[i + 1].str;
         }
@@ -1123,9 +1130,10 @@ struct node::state final : core::remote_router {
         pid p;
         if (got.kind == redis::reply::type::string) {
           auto space = got.str.find(' ');
-          try {
-            if (space != std::string::npos) p = pid::from_bits(std::stoull(got.str.substr(space + 1)));  // cluster form
-          } catch (...) {
+          auto bits = space == std::string::npos ? std::nullopt : number(std::string_view(got.str).substr(space + 1));
+          if (bits) {
+            p = pid::from_bits(*bits);  // cluster form
+          } else {
             st->log("global name '" + w->name + "' has a malformed value in Redis: " + got.str);
           }
         }
@@ -1213,10 +1221,7 @@ struct node::state final : core::remote_router {
     std::istringstream in(entry);
     std::string spawner;
     in >> f.name >> f.address >> spawner;
-    try {
-      f.spawner = spawner.empty() ? 0 : std::stoull(spawner);
-    } catch (...) {
-    }
+    f.spawner = number(spawner).value_or(0);
     return f;
   }
 
@@ -1272,12 +1277,7 @@ struct node::state final : core::remote_router {
     const redis::reply& all = replies[2];
     std::vector<std::pair<std::uint32_t, std::string>> members;
     for (std::size_t i = 0; i + 1 < all.elements.size(); i += 2) {
-      std::uint32_t other = 0;
-      try {
-        other = std::uint32_t(std::stoul(all.elements[i].str));
-      } catch (...) {
-        continue;
-      }
+      std::uint32_t other = number<std::uint32_t>(all.elements[i].str).value_or(0);
       if (other == 0 || other > max_node_id || other == my_id.load()) continue;
       members.emplace_back(other, all.elements[i + 1].str);
     }
@@ -1323,8 +1323,9 @@ struct node::state final : core::remote_router {
     }
     if (gone.size() > 2) {
       for (std::size_t i = 2; i < gone.size(); ++i) {
-        clean_names_of(rc, std::uint32_t(std::stoul(gone[i])));
-        rc.command({"DEL", stream_key(std::uint32_t(std::stoul(gone[i])))});  // what it never read goes with it
+        std::uint32_t id = number<std::uint32_t>(gone[i]).value_or(0);
+        clean_names_of(rc, id);
+        rc.command({"DEL", stream_key(id)});  // what it never read goes with it
       }
       rc.command(gone);
     }
