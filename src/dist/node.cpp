@@ -77,6 +77,7 @@
 #include <sstream>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 
 #include "core/node.hpp"
 #include "core/process.hpp"
@@ -357,33 +358,41 @@ struct node::state final : core::remote_router {
 
   // ---------------------------------------------------------- processes
 
+  // Counts a process of the node from its spawn to the destruction of its
+  // body: a process killed before it first ran never runs its body, but
+  // its body is destroyed all the same.
+  struct life_token {
+    state* s = nullptr;
+    pid me{};
+    explicit life_token(state* st) noexcept : s(st) {}
+    life_token(life_token&& o) noexcept : s(std::exchange(o.s, nullptr)), me(o.me) {}
+    life_token& operator=(life_token&&) = delete;
+    ~life_token() {
+      if (!s) return;
+      global_heap_scope g;
+      std::lock_guard lock(s->life_mu);
+      if (me) s->running.erase(me);
+      --s->processes;
+      s->life_cv.notify_all();
+    }
+  };
+
   template <class F>
   pid start(F fn) {
     {
       std::lock_guard lock(life_mu);
       ++processes;
     }
-    auto body = [this, fn = std::move(fn)]() mutable {
-      pid me = self();
-      struct done_guard {
-        state* s;
-        pid me;
-        ~done_guard() {
-          global_heap_scope g;
-          std::lock_guard lock(s->life_mu);
-          s->running.erase(me);
-          --s->processes;
-          s->life_cv.notify_all();
-        }
-      } guard{this, me};
+    global_heap_scope g;
+    auto body = [this, token = life_token(this), fn = std::move(fn)]() mutable {
       {
         global_heap_scope g;
         std::lock_guard lock(life_mu);
-        running.insert(me);
+        token.me = self();
+        running.insert(token.me);
       }
       fn();
     };
-    global_heap_scope g;
     return core::spawn_body(&n, core::make_body(std::move(body)), {}, core::spawn_link_mode::none).id;
   }
 

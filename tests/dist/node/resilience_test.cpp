@@ -30,7 +30,7 @@ struct member {
   ember::runtime rt{ember::runtime_options{.schedulers = 2}};
   std::optional<ember::node> n;
   member(std::vector<std::string> redis, const std::string& name, ember::node_transport t,
-         std::chrono::milliseconds down_after = 1000ms) {
+         std::chrono::milliseconds down_after = 1000ms, std::size_t max_queued = std::size_t(64) << 20) {
     ember::node_options o;
     o.name = name;
     o.cluster = "r";
@@ -38,6 +38,7 @@ struct member {
     o.heartbeat = 100ms;
     o.down_after = down_after;
     o.transport = t;
+    o.max_queued_bytes = max_queued;
     n.emplace(rt, o);
   }
   ~member() {
@@ -114,8 +115,8 @@ TEST_P(dist_resilience, messages_sent_while_redis_restarts_all_arrive_in_order_a
 // The stream transport only: the direct path does not go through Redis.
 TEST(dist_stream_bound, a_send_past_the_queue_bound_fails_visibly_while_redis_is_away) {
   redis_server redis({"--appendonly", "yes"});
-  member a({redis.address()}, "a", ember::node_transport::redis_stream, 5000ms);
-  member b({redis.address()}, "b", ember::node_transport::redis_stream, 5000ms);
+  member a({redis.address()}, "a", ember::node_transport::redis_stream, 5000ms, 4u << 20);
+  member b({redis.address()}, "b", ember::node_transport::redis_stream, 5000ms, 4u << 20);
   ASSERT_TRUE(eventually([&] { return a.n->find("b") && b.n->find("a"); }));
   oneshot<pid> r;
   b.rt.spawn([r] {
@@ -124,8 +125,7 @@ TEST(dist_stream_bound, a_send_past_the_queue_bound_fails_visibly_while_redis_is
   });
   pid to = r.get();
   redis.stop();
-  // 64 MiB is the default bound; 100-byte messages reach it after about
-  // 700,000. The sender counts how many went before one failed.
+  // A 4 MiB bound: 4 KB messages reach it after about a thousand.
   auto got = in_process(a.rt, [to] {
     std::uint64_t sent = 0;
     try {
