@@ -787,12 +787,15 @@ struct node::state final : core::remote_router {
   // frames), XADDed in one pipeline. While Redis is unreachable the batch
   // is retried with backoff and new frames wait in the peer's buffer, up
   // to max_queued_bytes. A batch whose reply was lost with its connection
-  // is sent again: duplicates are possible then, losses are not.
+  // is sent again, with the same numbers: the reader drops what it has
+  // seen, so nothing is lost and nothing is delivered twice.
   void run_stream_writer(peer& pr, std::uint64_t epoch) {
     redis::client rc(redis_options());
     const std::string key = stream_key(pr.id), me = std::to_string(my_id.load());
     constexpr std::size_t entry_limit = 256 * 1024;
     std::string batch;
+    std::vector<std::vector<std::string>> cmds;
+    std::uint64_t seq = 0;
     bool failing = false;
     for (;;) {
       if (batch.empty()) {
@@ -815,16 +818,21 @@ struct node::state final : core::remote_router {
           continue;
         }
       }
-      std::vector<std::vector<std::string>> cmds;
-      for (std::size_t at = 0; at < batch.size();) {
-        std::size_t end = at;
-        while (end < batch.size()) {
-          std::size_t len = 4 + get<std::uint32_t>(batch.data() + end);
-          if (end > at && end + len - at > entry_limit) break;
-          end += len;
+      // The entries of a batch are made once and numbered (e: this
+      // writer's epoch, q: its sequence), so that a batch sent again after
+      // a lost reply is recognised by the reader and not delivered twice.
+      if (cmds.empty()) {
+        for (std::size_t at = 0; at < batch.size();) {
+          std::size_t end = at;
+          while (end < batch.size()) {
+            std::size_t len = 4 + get<std::uint32_t>(batch.data() + end);
+            if (end > at && end + len - at > entry_limit) break;
+            end += len;
+          }
+          cmds.push_back({"XADD", key, "*", "n", me, "e", std::to_string(epoch), "q", std::to_string(++seq), "f",
+                          batch.substr(at, end - at)});
+          at = end;
         }
-        cmds.push_back({"XADD", key, "*", "n", me, "f", batch.substr(at, end - at)});
-        at = end;
       }
       try {
         auto replies = rc.pipeline(cmds);
@@ -845,6 +853,7 @@ struct node::state final : core::remote_router {
       bytes_sent.fetch_add(batch.size(), std::memory_order_relaxed);
       global_heap_scope g;
       batch.clear();
+      cmds.clear();
     }
   }
 
@@ -890,9 +899,14 @@ struct node::state final : core::remote_router {
     }
   }
 
+  // The last entry seen from each sender's writer (its epoch and
+  // sequence): an entry at or below it is a batch sent again.
+  std::unordered_map<std::uint32_t, std::pair<std::uint64_t, std::uint64_t>> stream_seen;
+
   void on_stream_entry(const redis::reply& entry) {
     const std::string& id = entry.elements[0].str;
     std::uint32_t from = 0;
+    std::optional<std::uint64_t> epoch, seq;
     const std::string* frames = nullptr;
     if (entry.elements.size() >= 2) {
       const auto& fields = entry.elements[1].elements;
@@ -901,6 +915,10 @@ struct node::state final : core::remote_router {
           from = number<std::uint32_t>(fields[i + 1].str).value_or(0);
         } else if (fields[i].str == "f") {
           frames = &fields[i + 1].str;
+        } else if (fields[i].str == "e") {
+          epoch = number(fields[i + 1].str);
+        } else if (fields[i].str == "q") {
+          seq = number(fields[i + 1].str);
         }
       }
     }
@@ -908,6 +926,12 @@ struct node::state final : core::remote_router {
       dropped_malformed.fetch_add(1, std::memory_order_relaxed);
       log("a malformed entry " + id + " in this node's stream (it needs n, a node id, and f, frames): dropped");
       return;
+    }
+    if (epoch && seq) {
+      global_heap_scope g;
+      auto& last = stream_seen[from];
+      if (*epoch == last.first && *seq <= last.second) return;  // sent again: delivered already
+      if (*epoch >= last.first) last = {*epoch, *seq};
     }
     peer& pr = peer_of(from);
     frames_from_bytes(pr, frames->data(), frames->size(), id);
