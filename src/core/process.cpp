@@ -1510,7 +1510,14 @@ extern "C" void ember_preempt_yield() noexcept {
   // which other processes of this thread could change meanwhile: errno
   // (between a system call and its check) and libstdc++'s call_once state
   // (set before pthread_once, read by the callback: std::promise uses it).
+#if defined(EMBER_TSAN)
+  // See the restore below: the save is as much this process's business.
+  __tsan_ignore_thread_begin();
   const int saved_errno = errno;
+  __tsan_ignore_thread_end();
+#else
+  const int saved_errno = errno;
+#endif
 #if defined(__GLIBCXX__) && defined(_GLIBCXX_HAVE_TLS)
   void* const saved_once_callable = std::__once_callable;
   void (*const saved_once_call)() = std::__once_call;

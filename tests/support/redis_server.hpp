@@ -29,6 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
@@ -467,6 +468,7 @@ class redis_cluster {
              "+OK\r\n");
     for (int i = 0; i < 3; ++i) ids_.push_back(redis_server::bulk_text(nodes_[i]->command({"CLUSTER", "MYID"})));
     wait_until_ready();
+    wait_until_settled();
   }
 
   std::vector<std::string> seeds() const {
@@ -476,6 +478,20 @@ class redis_cluster {
   }
   redis_server& node(int i) { return *nodes_.at(static_cast<std::size_t>(i)); }
   const std::string& node_id(int i) const { return ids_.at(static_cast<std::size_t>(i)); }
+  // Waits until the nodes agree on every node's config epoch and slots
+  // (CLUSTER NODES, ignoring each node's view of links and pings). A
+  // manual slot migration needs it: a node given a slot by CLUSTER SETSLOT
+  // NODE takes a new config epoch only if it knows a greater one, so
+  // starting before an earlier epoch change has spread lets the old
+  // owner's late gossip take the slot back, for good.
+  void wait_until_settled() {
+    auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!settled()) {
+      if (std::chrono::steady_clock::now() > limit) throw std::runtime_error("the Redis cluster did not settle within 20 s");
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // short retry of a poll
+    }
+  }
+
   // The index of the node that owns `slot` now, as node `asked` sees it
   // (-1 if none).
   int owner_of(int slot, int asked = 0) {
@@ -514,6 +530,36 @@ class redis_cluster {
                     master.elements[0].text == "127.0.0.1" && master.elements[1].integer() == nodes_[i]->port();
         }
         if (!listed) return false;
+      }
+    }
+    return true;
+  }
+
+  // Every node's view, as sorted "id epoch slots..." lines, is the same.
+  bool settled() {
+    std::string reference;
+    for (std::size_t n = 0; n < nodes_.size(); ++n) {
+      std::string info = redis_server::bulk_text(nodes_[n]->command({"CLUSTER", "INFO"}));
+      if (redis_detail::info_field(info, "cluster_state") != "ok") return false;
+      std::stringstream text(redis_server::bulk_text(nodes_[n]->command({"CLUSTER", "NODES"})));
+      std::vector<std::string> lines;
+      for (std::string line; std::getline(text, line);) {
+        // id addr flags master ping pong epoch link slots...
+        std::stringstream fields(line);
+        std::vector<std::string> f;
+        for (std::string field; fields >> field;) f.push_back(field);
+        if (f.size() < 8) continue;
+        std::string view = f[0] + " " + f[6];
+        for (std::size_t i = 8; i < f.size(); ++i) view += " " + f[i];
+        lines.push_back(view);
+      }
+      std::sort(lines.begin(), lines.end());
+      std::string all;
+      for (const auto& l : lines) all += l + "\n";
+      if (n == 0) {
+        reference = all;
+      } else if (all != reference) {
+        return false;
       }
     }
     return true;
