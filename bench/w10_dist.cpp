@@ -61,6 +61,8 @@
 //
 // W10_SCHEDULERS=<n> in the environment gives each node n schedulers
 // instead of one per core: for experiments (bench/run does not set it).
+// W10_TRANSPORT=redis_stream makes both nodes take messages through their
+// Redis Streams instead of the direct TCP path (the fallback transport).
 #include <ember/dist/node.hpp>
 #include <ember/dist/wire.hpp>
 #include <ember/ember.hpp>
@@ -310,6 +312,8 @@ ember::node_options options(const char* redis, const char* cluster, const char* 
   o.redis = {redis};
   o.heartbeat = 100ms;
   o.down_after = 1000ms;
+  if (const char* t = std::getenv("W10_TRANSPORT"); t && std::string(t) == "redis_stream")
+    o.transport = ember::node_transport::redis_stream;
   return o;
 }
 
