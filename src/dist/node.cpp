@@ -703,6 +703,26 @@ struct node::state final : core::remote_router {
     if (writer) core::deliver(n, writer, core::make_signal(core::sig_exit, {pid(), {}, exit_reason::kill(), false, 0}));
   }
 
+  // A writer's next batch: the peer's buffer, swapped out whole; waits for
+  // a flush token while it is empty. false: the writer's epoch is over.
+  bool next_batch(peer& pr, std::uint64_t epoch, std::string& batch) {
+    for (;;) {
+      {
+        global_heap_scope g;
+        std::lock_guard lock(pr.mu);
+        if (!pr.up || pr.epoch != epoch) return false;
+        if (!pr.out.empty()) {
+          batch.swap(pr.out);
+          pr.queued.store(0, std::memory_order_relaxed);
+          return true;
+        }
+        pr.writer_wanted = false;
+        pr.announced_drop = false;
+      }
+      ember::receive([](const flush_token&) {});
+    }
+  }
+
   // ---------------------------------------------------------- writer
 
   void run_writer(peer& pr, std::uint64_t epoch, std::string address) {
@@ -739,26 +759,7 @@ struct node::state final : core::remote_router {
       batch += advertised;
     }
     for (;;) {
-      if (batch.empty()) {
-        bool wait;
-        {
-          global_heap_scope g;
-          std::lock_guard lock(pr.mu);
-          if (!pr.up || pr.epoch != epoch) return;
-          if (pr.out.empty()) {
-            pr.writer_wanted = false;
-            pr.announced_drop = false;
-          } else {
-            batch.swap(pr.out);
-            pr.queued.store(0, std::memory_order_relaxed);
-          }
-          wait = batch.empty();
-        }
-        if (wait) {
-          ember::receive([](const flush_token&) {});
-          continue;
-        }
-      }
+      if (batch.empty() && !next_batch(pr, epoch, batch)) return;
       try {
         s.write(batch, opts.down_after);
       } catch (const error& e) {
@@ -798,26 +799,7 @@ struct node::state final : core::remote_router {
     std::uint64_t seq = 0;
     bool failing = false;
     for (;;) {
-      if (batch.empty()) {
-        bool wait;
-        {
-          global_heap_scope g;
-          std::lock_guard lock(pr.mu);
-          if (!pr.up || pr.epoch != epoch) return;
-          if (pr.out.empty()) {
-            pr.writer_wanted = false;
-            pr.announced_drop = false;
-          } else {
-            batch.swap(pr.out);
-            pr.queued.store(0, std::memory_order_relaxed);
-          }
-          wait = batch.empty();
-        }
-        if (wait) {
-          ember::receive([](const flush_token&) {});
-          continue;
-        }
-      }
+      if (batch.empty() && !next_batch(pr, epoch, batch)) return;
       // The entries of a batch are made once and numbered (e: this
       // writer's epoch, q: its sequence), so that a batch sent again after
       // a lost reply is recognised by the reader and not delivered twice.
