@@ -547,7 +547,9 @@ struct node::state final : core::remote_router {
       lock.lock();
       return false;
     }
-    if (!pr.writer_wanted) {
+    // No writer yet (bring_up is between up and setting it): bring_up
+    // wakes it once it is set.
+    if (!pr.writer_wanted && pr.writer) {
       pr.writer_wanted = true;
       wake = pr.writer;
     }
@@ -658,6 +660,11 @@ struct node::state final : core::remote_router {
       pid wake;
       for (auto& [to, e] : waiting)
         if (append_locked(lock, pr, to, e, wake)) sent.push_back(e);
+      // Frames appended before the writer was set woke nobody.
+      if (!pr.out.empty() && !pr.writer_wanted) {
+        pr.writer_wanted = true;
+        wake = w;
+      }
       if (wake) {
         lock.unlock();
         core::deliver(n, wake, core::make_envelope(flush_token{}));
