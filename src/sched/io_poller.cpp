@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -212,7 +213,7 @@ io_uring_sqe* next_sqe(io_uring& ring) {
 }  // namespace
 #endif
 
-void io_poller::uring_submit(std::uint64_t tag, bool removal) {
+bool io_poller::uring_submit(std::uint64_t tag, bool removal) {
 #if defined(EMBER_HAVE_URING)
   auto* h = reinterpret_cast<io_handle*>(tag & address_mask);
   int rc = 0;
@@ -223,7 +224,7 @@ void io_poller::uring_submit(std::uint64_t tag, bool removal) {
         // A poll for a handle closed meanwhile (a renewal racing a close)
         // would outlive the close's removal and hold the file open: the
         // check and the close's removal are ordered by this lock.
-        if (!removal && (h->gen.load(std::memory_order_acquire) & 0xffff) != tag >> 48) return;
+        if (!removal && (h->gen.load(std::memory_order_acquire) & 0xffff) != tag >> 48) return false;
         io_uring_sqe* sqe = next_sqe(uring_->ring);
         if (!sqe) throw error(errc::system_limit, "I/O poller: io_uring submission queue full");
         if (removal) {
@@ -251,9 +252,44 @@ void io_poller::uring_submit(std::uint64_t tag, bool removal) {
     }
   }
   if (rc < 0) throw error(errc::system_limit, std::string("I/O poller: io_uring_submit: ") + std::strerror(-rc));
+  return true;
 #else
   (void)tag;
   (void)removal;
+  return false;
+#endif
+}
+
+// The kernel has ended the poll request of this tag (and none was renewed).
+void io_poller::uring_poll_ended(std::uint64_t tag) noexcept {
+  auto* h = reinterpret_cast<io_handle*>(tag & address_mask);
+  std::uint32_t live = std::uint32_t(tag >> 48) | 1u << 16;
+  h->live_poll.compare_exchange_strong(live, 0, std::memory_order_acq_rel);
+}
+
+// A close's wait for the end of the handle's poll request: its removal is
+// on its way; its last completion comes once the thread that submitted it
+// has run the kernel's task work (it is interrupted for that). Bounded, so
+// that a kernel that never answers costs a port, not a hung process.
+void io_poller::uring_await_poll_end(io_handle& h, std::uint32_t gen) noexcept {
+#if defined(EMBER_HAVE_URING)
+  const std::uint32_t live = (gen & 0xffff) | 1u << 16;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  for (unsigned spin = 0; h.live_poll.load(std::memory_order_acquire) == live; ++spin) {
+    if (uring_->reap_mu.try_lock()) {
+      reap_uring();
+      uring_->reap_mu.unlock();
+      if (h.live_poll.load(std::memory_order_acquire) != live) break;
+    }
+    ::sched_yield();  // a system call: runs this thread's task work, if the request is its
+    if (spin % 64 == 63 && std::chrono::steady_clock::now() > deadline) {
+      h.live_poll.store(0, std::memory_order_relaxed);
+      break;
+    }
+  }
+#else
+  (void)h;
+  (void)gen;
 #endif
 }
 
@@ -295,9 +331,11 @@ io_handle* io_poller::open(int fd) {
   }
   std::uint32_t g = h->gen.load(std::memory_order_relaxed);
   if (uring_) {
+    h->live_poll.store((g & 0xffff) | 1u << 16, std::memory_order_relaxed);
     try {
       uring_submit(uring_tag(h, g), false);
     } catch (...) {
+      h->live_poll.store(0, std::memory_order_relaxed);
       close(*h, g);
       throw;
     }
@@ -348,12 +386,14 @@ void io_poller::close(io_handle& h, std::uint32_t g) noexcept {
       // the generation in its tag tells it apart.
       // A removal that finds the request busy (-EALREADY: a wake-up being
       // handled) is sent again when its completion is reaped.
+      bool removing = true;
       try {
         uring_submit(uring_tag(&h, g), true);
       } catch (...) {
         // No room in the rings even after reaping: the request lives on
         // and keeps the file (not the descriptor number) until the ring
         // closes. Nothing better can be done in a close.
+        removing = false;
       }
       // The request holds the file until the kernel has ended it, a moment
       // after the close below. A listener must stop listening now (its port
@@ -361,11 +401,15 @@ void io_poller::close(io_handle& h, std::uint32_t g) noexcept {
       // side does that, and sends nothing on a connection (its FIN, or its
       // RST with SO_LINGER 0, goes when the file is released).
       ::shutdown(h.fd, SHUT_RD);
+      ::close(h.fd);
+      h.fd = -1;
+      if (removing) uring_await_poll_end(h, g);
+      h.live_poll.store(0, std::memory_order_relaxed);
 #endif
     } else {
       ::epoll_ctl(epfd_, EPOLL_CTL_DEL, h.fd, nullptr);
     }
-    ::close(h.fd);
+    if (h.fd >= 0) ::close(h.fd);
     h.fd = -1;
   }
   std::free(h.buf);
@@ -454,13 +498,15 @@ int io_poller::reap_uring() noexcept {
       if (!more) {
         // The kernel ended the request (overflow, or an error) while the
         // socket is still open: ask again, and look (an edge may be lost).
+        bool renewed = false;
         if (current) {
           try {
-            uring_submit(tag, false);  // not if the handle closed meanwhile
+            renewed = uring_submit(tag, false);  // not if the handle closed meanwhile
           } catch (...) {
           }
           ready_mask(*h, POLLIN | POLLOUT);
         }
+        if (!renewed) uring_poll_ended(tag);  // a close may be waiting for this
       }
     }
     ::io_uring_cq_advance(&ring, n);

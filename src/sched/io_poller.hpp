@@ -47,7 +47,12 @@
 // reaping (reaping renews polls and wakes parked schedulers). A poll
 // request holds its file: the socket's close removes it, and a removal
 // that finds it busy (-EALREADY) is sent again, or the file, and the
-// connection's FIN, would live on.
+// connection's FIN, would live on. The close then waits until the request's
+// last completion is reaped (by itself or the parked poller), so that a
+// closed socket's port can be bound again at once, as with epoll. (The
+// kernel drops the request's hold on the file just after posting that
+// completion, in the thread that submitted it: a window of a few
+// instructions that user space cannot close.)
 //
 // Who polls (Go's netpoller): schedulers, never a thread of its own.
 //   - a scheduler about to spin for work, and one in every 61 turns while
@@ -86,6 +91,10 @@ struct io_handle final : resource {
   std::atomic<std::uint64_t> state[2] = {0, 0};   // per io_dir
   std::atomic<std::uint64_t> waiter[2] = {0, 0};  // pid::raw() of the waiting process
   std::atomic<std::uint32_t> gen{1};
+  // io_uring: the live poll request's generation (its low 16 bits, | 1 << 16),
+  // 0 once the kernel has ended it. A close waits for 0: the request holds
+  // the file, and with it the socket's port and its FIN.
+  std::atomic<std::uint32_t> live_poll{0};
   std::atomic<std::uint64_t> owner{0};            // pid::raw(): active-mode messages go here
   int fd = -1;
   std::uint32_t index = 0;
@@ -143,7 +152,11 @@ class io_poller {
   int poll_uring(int timeout_ms) noexcept;
   int reap_uring() noexcept;  // with the reaping lock held
   // A poll request (tag = uring_tag) or its removal; throws system_limit.
-  void uring_submit(std::uint64_t tag, bool removal);
+  // Returns false if a poll request was not submitted because its handle
+  // was closed meanwhile.
+  bool uring_submit(std::uint64_t tag, bool removal);
+  void uring_poll_ended(std::uint64_t tag) noexcept;
+  void uring_await_poll_end(io_handle& h, std::uint32_t gen) noexcept;
 
   node& node_;
   int epfd_ = -1;
