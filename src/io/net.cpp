@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/os_errno.hpp"
 #include "core/resource.hpp"
 #include "ember/core/message.hpp"
 #include "ember/core/process.hpp"
@@ -70,7 +71,7 @@ std::int64_t deadline_of(timeout t) {
 
 int new_socket(int family, int type, const char* op, const address* at) {
   int fd = ::socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) fail(errc::io_failed, errno, op, at);
+  if (fd < 0) fail(errc::io_failed, detail::os_errno(), op, at);
   return fd;
 }
 
@@ -175,7 +176,7 @@ void active_read(io_handle& h) noexcept {
     try {
       data.resize(65536);
       r = ::recv(h.fd, data.data(), data.size(), 0);
-      e = errno;
+      e = detail::os_errno();
       if (r > 0) {
         data.resize(std::size_t(r));
         send_to_owner(h, detail::make_envelope(socket_data{id, std::move(data)}));
@@ -380,11 +381,11 @@ stream stream::connect(const address& to, timeout t) {
   remember_peer(*h, to.data(), to.size());
   int rc;
   do rc = ::connect(fd, to.data(), to.size());
-  while (rc != 0 && errno == EINTR);
+  while (rc != 0 && detail::os_errno() == EINTR);
   if (rc == 0) return s;
   // EAGAIN is not "in progress": no local port left (TCP), or the
   // listener's queue is full (Unix); no event would ever end the wait.
-  if (errno != EINPROGRESS) fail(errc::io_failed, errno, "connect", &to);
+  if (int e = detail::os_errno(); e != EINPROGRESS) fail(errc::io_failed, e, "connect", &to);
   std::uint32_t gen = h->gen.load(std::memory_order_relaxed);
   wait_or_fail(*h, gen, io_dir::write, deadline, "connect", true);
   for (;;) {
@@ -396,7 +397,7 @@ stream stream::connect(const address& to, timeout t) {
       sockaddr_storage ss;
       socklen_t sl = sizeof ss;
       if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &sl) == 0) return s;
-      if (errno != ENOTCONN) fail(errc::io_failed, errno, "connect", &to);
+      if (int e = detail::os_errno(); e != ENOTCONN) fail(errc::io_failed, e, "connect", &to);
       wait_or_fail(*h, gen, io_dir::write, deadline, "connect", true);
       continue;
     }
@@ -412,7 +413,7 @@ std::size_t stream::read(void* buf, std::size_t n, timeout t) {
   for (;;) {
     ssize_t r = ::recv(h.fd, buf, n, 0);
     if (r >= 0) return std::size_t(r);
-    int e = errno;
+    int e = detail::os_errno();
     if (e == EINTR) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) {
       if (h.gen.load(std::memory_order_acquire) != gen_) fail_closed("read");  // closed under us
@@ -440,7 +441,7 @@ void stream::read_exact(void* buf, std::size_t n, timeout t) {
       fail(errc::closed, 0, "read_exact", &peer,
            "connection closed after " + std::to_string(got) + " of " + std::to_string(n) + " bytes");
     }
-    int e = errno;
+    int e = detail::os_errno();
     if (e == EINTR) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) {
       if (h.gen.load(std::memory_order_acquire) != gen_) fail_closed("read_exact");  // closed under us
@@ -502,7 +503,7 @@ std::string stream::read_line(timeout t, std::size_t max_length) {
       h.buf_begin = h.buf_end = 0;
       return rest;
     }
-    int e = errno;
+    int e = detail::os_errno();
     if (e == EINTR) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) {
       if (h.gen.load(std::memory_order_acquire) != gen_) fail_closed("read_line");  // closed under us
@@ -524,7 +525,7 @@ void stream::write(std::string_view data, timeout t) {
       done += std::size_t(r);
       continue;
     }
-    int e = errno;
+    int e = detail::os_errno();
     if (e == EINTR) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) {
       if (h.gen.load(std::memory_order_acquire) != gen_) fail_closed("write");  // closed under us
@@ -540,7 +541,7 @@ void stream::shutdown(shutdown_how how) {
   io_handle& h = use("shutdown");
   if (::shutdown(h.fd, int(how)) != 0) {
     address peer = peer_of(h);
-    fail(errc::io_failed, errno, "shutdown", &peer);
+    fail(errc::io_failed, detail::os_errno(), "shutdown", &peer);
   }
 }
 
@@ -548,13 +549,14 @@ void stream::set_nodelay(bool on) {
   io_handle& h = use("set_nodelay");
   if (local_of(h.fd).family() == AF_UNIX) return;  // no Nagle there
   int v = on ? 1 : 0;
-  if (::setsockopt(h.fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) != 0) fail(errc::io_failed, errno, "set_nodelay", nullptr);
+  if (::setsockopt(h.fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) != 0)
+    fail(errc::io_failed, detail::os_errno(), "set_nodelay", nullptr);
 }
 
 address stream::peer_address() const {
   io_handle& h = use("peer_address");
   address a = peer_of(h);
-  if (a.empty()) fail(errc::io_failed, errno, "peer_address", nullptr);
+  if (a.empty()) fail(errc::io_failed, detail::os_errno(), "peer_address", nullptr);
   return a;
 }
 
@@ -582,12 +584,12 @@ listener listener::listen(const address& at, listen_options o) {
   int one = 1;
   if (at.family() != AF_UNIX) {
     if (o.reuseaddr && ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0)
-      fail(errc::io_failed, errno, "listen (SO_REUSEADDR)", &at);
+      fail(errc::io_failed, detail::os_errno(), "listen (SO_REUSEADDR)", &at);
     if (o.reuseport && ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
-      fail(errc::io_failed, errno, "listen (SO_REUSEPORT)", &at);
+      fail(errc::io_failed, detail::os_errno(), "listen (SO_REUSEPORT)", &at);
   }
-  if (::bind(fd, at.data(), at.size()) != 0) fail(errc::io_failed, errno, "bind", &at);
-  if (::listen(fd, o.backlog) != 0) fail(errc::io_failed, errno, "listen", &at);
+  if (::bind(fd, at.data(), at.size()) != 0) fail(errc::io_failed, detail::os_errno(), "bind", &at);
+  if (::listen(fd, o.backlog) != 0) fail(errc::io_failed, detail::os_errno(), "listen", &at);
   return l;
 }
 
@@ -604,7 +606,7 @@ stream listener::accept(timeout t) {
       remember_peer(*c, reinterpret_cast<sockaddr*>(&ss), len);
       return stream(c, c->gen.load(std::memory_order_relaxed));
     }
-    int e = errno;
+    int e = detail::os_errno();
     if (e == EINTR || e == ECONNABORTED || e == EPROTO) continue;  // that connection is gone: the next
     if (e != EAGAIN && e != EWOULDBLOCK) {
       if (h.gen.load(std::memory_order_acquire) != gen_) fail_closed("accept");  // closed under us
@@ -624,7 +626,7 @@ datagram datagram::bind(const address& at) {
   int fd = new_socket(at.family(), SOCK_DGRAM, "bind", &at);
   io_handle* h = adopt_fd(rt, fd, kind_datagram);
   datagram d(h, h->gen.load(std::memory_order_relaxed));
-  if (::bind(fd, at.data(), at.size()) != 0) fail(errc::io_failed, errno, "bind", &at);
+  if (::bind(fd, at.data(), at.size()) != 0) fail(errc::io_failed, detail::os_errno(), "bind", &at);
   return d;
 }
 
@@ -634,7 +636,7 @@ void datagram::send_to(std::string_view data, const address& to, timeout t) {
   for (;;) {
     ssize_t r = ::sendto(h.fd, data.data(), data.size(), MSG_NOSIGNAL, to.data(), to.size());
     if (r >= 0) return;
-    int e = errno;
+    int e = detail::os_errno();
     if (e == EINTR) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) {
       if (h.gen.load(std::memory_order_acquire) != gen_) fail_closed("send_to");  // closed under us
@@ -661,7 +663,7 @@ datagram::received datagram::receive_from(timeout t, std::size_t max_size) {
       out.from = address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
       return out;
     }
-    int e = errno;
+    int e = detail::os_errno();
     if (e == EINTR) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) {
       if (h.gen.load(std::memory_order_acquire) != gen_) fail_closed("receive_from");  // closed under us
