@@ -356,12 +356,18 @@ void scheduler::retire_spare() noexcept {
   if (process* p = rq.take_next()) batch[n++] = p;
   while (process* p = rq.pop()) batch[n++] = p;
   rt.global.push_batch(batch, n);
+  // So do the free slots and stacks it kept from processes that ended
+  // here: asleep, it would hold them until the runtime stops (a dead
+  // process's slot never reused, up to 4096 per spare).
+  if (!slots.free.empty()) rt.table.drain(slots);
+  if (stacks.head) rt.stacks.drain(stacks);
   stop_spinning();
   {
     std::lock_guard lock(rt.idle_mu_);
     spare_active = false;
     rt.active.fetch_sub(1, std::memory_order_seq_cst);
   }
+  rt.spare_retirements_.fetch_add(1, std::memory_order_relaxed);
   rt.wake_if_needed();
 }
 
@@ -886,6 +892,7 @@ runtime_stats runtime_node::stats() const {
   st.preempt_signals = preempt_signals_.load(std::memory_order_relaxed);
   st.schedulers_blocked = schedulers_blocked_.load(std::memory_order_relaxed);
   st.spare_activations = spare_activations_.load(std::memory_order_relaxed);
+  st.spare_retirements = spare_retirements_.load(std::memory_order_relaxed);
   st.names = names.size();
   st.sockets_open = poller_.registered();
   st.io_backend = poller_.backend();

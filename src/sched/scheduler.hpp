@@ -223,6 +223,7 @@ class runtime_node final : public node {
   std::atomic<std::uint64_t> preempt_signals_{0};
   std::atomic<std::uint64_t> schedulers_blocked_{0};
   std::atomic<std::uint64_t> spare_activations_{0};
+  std::atomic<std::uint64_t> spare_retirements_{0};
 };
 
 struct runtime_access {

@@ -1544,6 +1544,59 @@ TEST(blocked_scheduler, the_process_a_blocked_process_spawned_last_runs_elsewher
   expect_nothing_leaked(rt);
 }
 
+TEST(blocked_scheduler, the_slot_of_a_process_that_ended_on_a_spare_is_reused_once_the_spare_retires) {
+  // A retired spare sleeps until the next blocked scheduler, perhaps for
+  // ever: what it kept from the processes that ended on it (their slots,
+  // their stacks) goes back to the runtime when it retires.
+  gate_pipe gate;
+  ember::runtime rt(one_scheduler_blocked_after_1ms());
+  releaser rel;
+  stats_on_failure report(rt);
+  rel.on_release([&gate] { gate.open(); });
+  auto st = std::make_shared<blocker_state>();
+  oneshot<long> read_result;
+  rt.spawn([fd = gate.read_end(), st, read_result] {
+    st->blocking.store(true);
+    long r = read_one(fd);
+    st->returned.store(true);
+    read_result.set(r);
+  });
+  // The only scheduler is blocked: these run on a spare. The keeper keeps
+  // the spare busy until it retires (an idle spare parks, and parking
+  // gives them back anyway); the victim ends there.
+  ember::runtime* r = &rt;
+  rt.spawn([r] {
+    while (r->stats().spare_retirements == 0) ember::yield();
+  });
+  watched victim = spawn_watched(rt, [] {});
+  EXPECT_TRUE(exit_of(victim).is_normal());
+  EXPECT_FALSE(st->returned.load()) << "the blocker returned before the gate opened";
+  gate.open();
+  EXPECT_EQ(read_result.get(), 1);
+  ASSERT_TRUE(eventually([&] {
+    auto s = rt.stats();
+    return s.spare_activations >= 1 && s.spare_retirements == s.spare_activations;
+  }, hang_limit)) << "the spares did not retire";
+  // Back on the primary: hold new processes until one takes the slot.
+  oneshot<std::string> outcome;
+  rt.spawn([stale = victim.id, outcome] {
+    std::vector<ember::pid> held;
+    std::string result = "slot " + std::to_string(stale.slot()) + " not reused after 1000 spawns";
+    for (int k = 0; k < 1000; ++k) {
+      held.push_back(ember::spawn([] { ember::receive([](int) {}); }));
+      if (held.back().slot() == stale.slot()) {
+        result = held.back() == stale ? "the same pid again" : "reused";
+        break;
+      }
+    }
+    for (ember::pid p : held) ember::send(p, 0);
+    outcome.set(result);
+  });
+  EXPECT_EQ(outcome.get(hang_limit, "the spawner"), "reused");
+  EXPECT_TRUE(rt.wait_for(hang_limit));
+  expect_nothing_leaked(rt);
+}
+
 TEST(blocked_scheduler, a_process_woken_from_outside_while_the_only_scheduler_is_blocked_runs_elsewhere) {
   gate_pipe gate;
   ember::runtime rt(one_scheduler_blocked_after_1ms());

@@ -94,10 +94,12 @@ struct runtime_stats {
   std::uint64_t preemptions = 0;
   std::uint64_t preempt_signals = 0;
   std::uint64_t preempt_deferred = 0;
-  // Times a scheduler was found stuck in one turn for blocked_after, and
-  // spare scheduler threads started to take over (see blocked_after).
+  // Times a scheduler was found stuck in one turn for blocked_after,
+  // spare scheduler threads started to take over (see blocked_after), and
+  // spares gone back to sleep once no scheduler was blocked.
   std::uint64_t schedulers_blocked = 0;
   std::uint64_t spare_activations = 0;
+  std::uint64_t spare_retirements = 0;
   // Sockets open (owned by processes or on their way to one), and the
   // I/O poller's kind ("epoll").
   std::size_t sockets_open = 0;
