@@ -393,7 +393,14 @@ struct node::state final : core::remote_router {
       }
       fn();
     };
-    return core::spawn_body(&n, core::make_body(std::move(body)), {}, core::spawn_link_mode::none).id;
+    // Never preempted: a process killed while preempted ends without
+    // unwinding, and these hold memory outside their heaps (a writer's
+    // batch, hiredis's buffers) that only their destructors free (ASan
+    // found a killed stream writer's 8 MB batch leaked). Killed, they
+    // unwind at their next runtime call.
+    spawn_options o;
+    o.preemptible = false;
+    return core::spawn_body(&n, core::make_body(std::move(body)), o, core::spawn_link_mode::none).id;
   }
 
   // ---------------------------------------------------------- route (any thread)
